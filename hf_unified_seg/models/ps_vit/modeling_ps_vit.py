@@ -483,7 +483,10 @@ class PsVitSegmentationDecoder(nn.Module):
             grid = values.transpose(1, 2).reshape(values.shape[0], -1, *grid_size)
             return F.interpolate(grid, size=feature_size, mode="bilinear", align_corners=False)
         sigma = points.new_tensor([height / grid_size[0], width / grid_size[1]]) * self.kernel_sigma
-        pixels = initial_sampling_points(height, width, (height, width), points.device, points.dtype)
+        # feature-map pixel q has coordinates (row, col), the same convention the sampler uses
+        rows = torch.arange(height, device=points.device, dtype=points.dtype)
+        cols = torch.arange(width, device=points.device, dtype=points.dtype)
+        pixels = torch.stack(torch.meshgrid(rows, cols, indexing="ij"), dim=-1).reshape(-1, 2)
         # squared distance in units of sigma per axis: (B, H_f*W_f, n)
         delta = (pixels[None, :, None, :] - points[:, None, :, :]) / sigma
         weights = torch.softmax(-0.5 * delta.pow(2).sum(-1), dim=-1).to(values.dtype)
