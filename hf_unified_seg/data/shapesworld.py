@@ -101,6 +101,8 @@ _DEFAULT_OPTIONS: dict[str, Any] = {
     "max_relations": 2,
 }
 _PLURALS = {"cross": "crosses"}
+_STUFF_PHRASES = {"sky": "the sky", "wall": "a brick wall", "snow": "snow", "grass": "grass", "sand": "sand"}
+_STUFF_PHRASES.update(water="water", gravel="gravel")
 _NUMBERS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 _ATTR_SETS: tuple[tuple[str, ...], ...] = (
     (),
@@ -447,9 +449,17 @@ def captions(things: list[_Thing], stuff_names: list[str]) -> list[str]:
     ordered = sorted(things, key=lambda t: (t.centroid[0], t.seg_id))
     full = [_phrase(t, ("size", "color", "pattern")) for t in ordered]
     colored = [_phrase(t, ("color",)) for t in ordered]
-    plain = [t.shape for t in ordered]
+    counts: dict[str, int] = {}
+    for t in ordered:
+        counts[t.shape] = counts.get(t.shape, 0) + 1
+    plain = [
+        f"{_article(shape)} {shape}"
+        if n == 1
+        else f"{_NUMBERS[n] if n < len(_NUMBERS) else n} {_PLURALS.get(shape, shape + 's')}"
+        for shape, n in counts.items()
+    ]
     if stuff_names:
-        place = " in front of " + _join([("the " if n in ("sky",) else "") + n for n in stuff_names])
+        place = " in front of " + _join([_STUFF_PHRASES[n] for n in stuff_names])
     else:
         place = " on a noisy background"
     count = _NUMBERS[len(things)] if len(things) < len(_NUMBERS) else str(len(things))
@@ -457,7 +467,7 @@ def captions(things: list[_Thing], stuff_names: list[str]) -> list[str]:
     return [
         _join([f"{_article(p)} {p}" for p in full]) + place + ".",
         f"{count} {noun}: " + _join([f"{_article(p)} {p}" for p in colored]) + ".",
-        "a picture of " + _join([f"{_article(p)} {p}" for p in plain]) + place + ".",
+        "a picture of " + _join(plain) + place + ".",
     ]
 
 
