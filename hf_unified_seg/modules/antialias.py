@@ -37,9 +37,12 @@ def pad_for_filter(hidden_states: torch.Tensor, pads: tuple[int, int, int, int],
     if not any(pads):
         return hidden_states
     height, width = hidden_states.shape[-2:]
-    if mode == "reflect" and (max(pads[:2]) >= width or max(pads[2:]) >= height):
-        mode = "replicate"
-    return F.pad(hidden_states, pads, mode=mode)
+    width_ok, height_ok = max(pads[:2]) < width, max(pads[2:]) < height
+    if mode != "reflect" or (width_ok and height_ok):
+        return F.pad(hidden_states, pads, mode=mode)
+    # Decide per axis, so e.g. a one-row map is still reflected horizontally.
+    hidden_states = F.pad(hidden_states, (*pads[:2], 0, 0), mode="reflect" if width_ok else "replicate")
+    return F.pad(hidden_states, (0, 0, *pads[2:]), mode="reflect" if height_ok else "replicate")
 
 
 def _check_int(name: str, value: int, minimum: int = 1) -> None:

@@ -33,6 +33,7 @@ from transformers.modeling_utils import PreTrainedModel
 from transformers.utils.generic import can_return_tuple
 
 from ...modules.antialias import AdaptiveBlurPool, BlurPool, ImageAdaptiveBlurPool, binomial_filter
+from ...modules.classification_loss import image_classification_loss
 from .configuration_antialiased_resnet import AntiAliasedResNetConfig
 
 
@@ -398,22 +399,11 @@ class AntiAliasedResNetModel(AntiAliasedResNetPreTrainedModel):
         )
 
 
-def _classification_loss(model: PreTrainedModel, labels: Tensor, logits: Tensor) -> Tensor:
-    """Hard labels `(B,)` use the transformers loss; soft labels `(B, num_labels)` use soft-target cross-entropy."""
-    if (
-        labels.is_floating_point()
-        and labels.shape == logits.shape
-        and model.config.num_labels > 1
-        and model.config.problem_type != "multi_label_classification"
-    ):
-        return F.cross_entropy(logits, labels)
-    return model.loss_function(labels, logits, model.config)
-
-
 class AntiAliasedResNetForImageClassification(AntiAliasedResNetPreTrainedModel):
     """Anti-aliased ResNet with a linear classifier on the pooled features (`classifier.1`, as in transformers)."""
 
-    default_lora_target_modules: list[str] = ["convolution"]
+    # Every conv of stem, blocks and shortcuts, plus the filter predictors; the linear head is trained in full.
+    default_lora_target_modules: list[str] = ["convolution", "predictor"]
     default_lora_modules_to_save: list[str] = ["classifier"]
 
     def __init__(self, config: AntiAliasedResNetConfig) -> None:
@@ -452,7 +442,7 @@ class AntiAliasedResNetForImageClassification(AntiAliasedResNetPreTrainedModel):
             pixel_values, output_hidden_states=output_hidden_states, output_aa_weights=False, return_dict=True
         )
         logits = self.classifier(outputs.pooler_output)
-        loss = _classification_loss(self, labels, logits) if labels is not None else None
+        loss = image_classification_loss(logits, labels, self.config.problem_type) if labels is not None else None
         if not return_dict:
             output = (logits,) + ((outputs.hidden_states,) if outputs.hidden_states is not None else ())
             return ((loss,) + output) if loss is not None else output
@@ -549,7 +539,9 @@ class AntiAliasedResNetForSemanticSegmentation(AntiAliasedResNetPreTrainedModel)
     stage 4 dilated, its filters kept at stride 1); logits come out at 1/4 of the input resolution.
     """
 
-    default_lora_target_modules: list[str] = ["convolution"]
+    # PEFT's LoRA conv ignores dilation, so the dilated 3x3 convs of the OS16/OS8 stages cannot be targeted: the
+    # defaults are the undilated 1x1 convs (bottleneck `layer.2`, shortcuts) and the filter predictors.
+    default_lora_target_modules: list[str] = ["layer.2.convolution", "shortcut.convolution", "predictor"]
     default_lora_modules_to_save: list[str] = ["decode_head"]
 
     def __init__(self, config: AntiAliasedResNetConfig) -> None:
@@ -587,6 +579,11 @@ class AntiAliasedResNetForSemanticSegmentation(AntiAliasedResNetPreTrainedModel)
         """
         if pixel_values is None:
             raise ValueError("`pixel_values` is required.")
+        if labels is not None and (labels.ndim != 3 or labels.shape[0] != pixel_values.shape[0]):
+            raise ValueError(
+                f"`labels` must have shape (batch, height, width) with batch {pixel_values.shape[0]}, got "
+                f"{tuple(labels.shape)}."
+            )
         return_dict = self.config.return_dict if return_dict is None else return_dict
         outputs = self.resnet(pixel_values, output_hidden_states=True, output_aa_weights=False, return_dict=True)
         hidden_states = outputs.hidden_states
@@ -594,10 +591,6 @@ class AntiAliasedResNetForSemanticSegmentation(AntiAliasedResNetPreTrainedModel)
 
         loss = None
         if labels is not None:
-            if labels.ndim != 3 or labels.shape[0] != logits.shape[0]:
-                raise ValueError(
-                    f"`labels` must have shape (batch, height, width) with batch {logits.shape[0]}, got {tuple(labels.shape)}."
-                )
             upsampled = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
             loss = F.cross_entropy(upsampled, labels.long(), ignore_index=self.config.semantic_loss_ignore_index)
 
