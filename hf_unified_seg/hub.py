@@ -22,6 +22,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from . import models as _models  # noqa: F401  (registers our model classes with the Auto classes)
+
 PACKAGE = "hf_unified_seg"
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "model_cards"
 RESULTS_DIR = TEMPLATE_DIR / "results"

@@ -1,5 +1,6 @@
 """Training with Accelerate (single process, `accelerate launch` DDP, GPUs), PEFT LoRA, and the task registry."""
 
+from .. import models as _models  # noqa: F401  (registers our model classes with the Auto classes)
 from .arguments import (
     ALL_ARGUMENT_CLASSES,
     DataArguments,

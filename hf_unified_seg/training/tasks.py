@@ -186,16 +186,20 @@ def collate_image_classification(records: list[dict[str, Any]], image_processor:
 def evaluate_image_classification(
     model: Any, records: Any, image_processor: Any, *, batch_size: int = 16, device: Any = "cpu", categories=None
 ) -> dict[str, float]:
-    from ..metrics import load as load_metric
-
-    preds, refs = [], []
+    """Top-1 (and top-5 when there are more than 5 classes) accuracy in percent."""
+    top1 = top5 = total = 0
     for chunk in _iter_batches(records, batch_size):
         batch = _to_device(collate_image_classification(chunk, image_processor), device)
-        logits = model(pixel_values=batch["pixel_values"]).logits
-        preds.extend(logits.argmax(-1).tolist())
-        refs.extend(batch["labels"].tolist())
-    result = load_metric("accuracy").compute(predictions=preds, references=refs)
-    return {"accuracy": float(result["accuracy"])}
+        logits = model(pixel_values=batch["pixel_values"]).logits.float()
+        labels = batch["labels"]
+        top1 += int((logits.argmax(-1) == labels).sum())
+        k = min(5, logits.shape[-1])
+        top5 += int((logits.topk(k, dim=-1).indices == labels[:, None]).any(-1).sum())
+        total += len(chunk)
+    result = {"accuracy": 100.0 * top1 / max(total, 1)}
+    if logits.shape[-1] > 5:
+        result["top5_accuracy"] = 100.0 * top5 / max(total, 1)
+    return result
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -280,6 +284,7 @@ def evaluate_universal_segmentation(
 ) -> dict[str, float]:
     """Panoptic quality (PQ/SQ/RQ) from Mask2Former-style panoptic post-processing, and mIoU from the semantic one."""
     from ..metrics import load as load_metric
+    from ..metrics import panoptic_from_post_processing, panoptic_from_record
 
     config = unwrap_model(model).config
     num_labels = int(config.num_labels)
@@ -295,17 +300,18 @@ def evaluate_universal_segmentation(
             outputs, target_sizes=sizes, label_ids_to_fuse=stuff_ids
         )
         for r, p in zip(chunk, panoptic):
-            seg = p["segmentation"].cpu().numpy().astype(np.int64)
-            pan_preds.append(
-                (seg, [{"id": int(s["id"]), "category_id": int(s["label_id"])} for s in p["segments_info"]])
-            )
-            ids, segs = panoptic_segments(r)
-            pan_refs.append((ids, [{"id": sid, "category_id": cat} for sid, cat, _ in segs]))
+            pan_preds.append(panoptic_from_post_processing(p))
+            pan_refs.append(panoptic_from_record(r))
         sem_preds.extend(_semantic_predictions(outputs, image_processor, sizes))
         sem_refs.extend(np.asarray(r["semantic"], dtype=np.int64) for r in chunk)
-    pq = load_metric("panoptic_quality").compute(predictions=pan_preds, references=pan_refs, categories=categories)
-    miou = load_metric("mean_iou").compute(
-        predictions=sem_preds, references=sem_refs, num_labels=num_labels, ignore_index=255
+    pq = load_metric("panoptic_quality", categories=categories).compute(
+        predictions=[ids for ids, _ in pan_preds],
+        references=[ids for ids, _ in pan_refs],
+        prediction_segments_info=[info for _, info in pan_preds],
+        reference_segments_info=[info for _, info in pan_refs],
+    )
+    miou = load_metric("mean_iou", num_labels=num_labels).compute(
+        predictions=sem_preds, references=sem_refs, ignore_index=255
     )
     return {
         "panoptic_quality": float(pq["pq"]),
@@ -326,7 +332,7 @@ IMAGE_CLASSIFICATION = register_training_task(
         collate=collate_image_classification,
         evaluate=evaluate_image_classification,
         main_metric="accuracy",
-        metric_names={"accuracy": ("accuracy", "Top-1 accuracy")},
+        metric_names={"accuracy": ("accuracy", "Top-1 accuracy (%)"), "top5_accuracy": ("accuracy", "Top-5 accuracy (%)")},
     )
 )
 SEMANTIC_SEGMENTATION = register_training_task(
@@ -337,7 +343,11 @@ SEMANTIC_SEGMENTATION = register_training_task(
         collate=collate_semantic_segmentation,
         evaluate=evaluate_semantic_segmentation,
         main_metric="mean_iou",
-        metric_names={"mean_iou": ("mean_iou", "mIoU"), "overall_accuracy": ("accuracy", "Pixel accuracy")},
+        metric_names={
+            "mean_iou": ("mean_iou", "mIoU (%)"),
+            "mean_accuracy": ("mean_accuracy", "Mean class accuracy (%)"),
+            "overall_accuracy": ("accuracy", "Pixel accuracy (%)"),
+        },
     )
 )
 UNIVERSAL_SEGMENTATION = register_training_task(
@@ -349,8 +359,10 @@ UNIVERSAL_SEGMENTATION = register_training_task(
         evaluate=evaluate_universal_segmentation,
         main_metric="panoptic_quality",
         metric_names={
-            "panoptic_quality": ("panoptic_quality", "PQ"),
-            "mean_iou": ("mean_iou", "mIoU"),
+            "panoptic_quality": ("panoptic_quality", "PQ (%)"),
+            "segmentation_quality": ("segmentation_quality", "SQ (%)"),
+            "recognition_quality": ("recognition_quality", "RQ (%)"),
+            "mean_iou": ("mean_iou", "mIoU (%)"),
         },
     )
 )
