@@ -148,6 +148,12 @@ class XDecoderConfig(PreTrainedConfig):
         test_topk_per_image (`int`): instance post-processing top-k.
         max_caption_steps (`int`): greedy decoding length.
         caption_bos_token_id, caption_eos_token_id, caption_pad_token_id (`int`): BERT [CLS]/[SEP]/[PAD] by default.
+        caption_vocab_ids (`list[int]`, *optional*): restrict caption logits to these token ids (spec §8.2 speed
+            option for a small caption grammar); `None` scores the whole vocabulary.
+        tokenizer_name_or_path (`str`, *optional*): tokenizer used to encode the default class vocabulary
+            (`id2label`) when no class prompts are given (default: the MiniLM tokenizer).
+        class_prompt_template (`str`, defaults to `"an image of {}."`): prompt of a class name [D].
+        background_prompt (`str`, defaults to `"background"`): prompt of the "no object" entry.
         vqa_num_answers (`int`, *optional*): answer vocabulary of the VQA head.
         init_std (`float`): trunc-normal std of linear layers.
     """
@@ -238,6 +244,10 @@ class XDecoderConfig(PreTrainedConfig):
     caption_bos_token_id: int = 101
     caption_eos_token_id: int = 102
     caption_pad_token_id: int = 0
+    caption_vocab_ids: list[int] | None = None
+    tokenizer_name_or_path: str | None = MINILM_SENTINEL
+    class_prompt_template: str = "an image of {}."
+    background_prompt: str = "background"
     vqa_num_answers: int | None = None
     init_std: float = 0.02
 
@@ -245,6 +255,8 @@ class XDecoderConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         if self.text_model_name_or_path == MINILM_SENTINEL:
             self.text_model_name_or_path = default_text_model_path()
+        if self.tokenizer_name_or_path == MINILM_SENTINEL:
+            self.tokenizer_name_or_path = default_text_model_path()
 
     def validate_architecture(self):
         super().validate_architecture()
