@@ -197,3 +197,14 @@ def test_agrees_with_transformers_mask2former(seed):
         # Mask2Former gives every owned pixel to its query; ours only where the query's own mask is on
         on = a["segmentation"] > 0
         assert (a["segmentation"][on] == b["segmentation"][on].to(torch.int32)).float().mean() > 0.97
+
+
+def test_referring_with_gathered_phrase_masks():
+    # X-Decoder returns the winning masks per phrase (B, R, h, w) next to the (B, Q, R) logits
+    phrase_masks = torch.stack([region(4, 4, slice(0, 1), slice(None)), region(4, 4, slice(None), slice(0, 1))])[None]
+    logits = torch.tensor([[[1.0, -1.0], [-1.0, 1.0], [0.0, 0.0]]])
+    (out,) = referring_segmentation(logits, phrase_masks_logits=phrase_masks, mask_stride=1)
+    assert out["query_indices"].tolist() == [0, 1]
+    assert torch.equal(out["masks"], phrase_masks[0] > 0)
+    with pytest.raises(ValueError, match="phrase_masks_logits"):
+        referring_segmentation(logits, phrase_masks_logits=phrase_masks[:, :1])

@@ -96,19 +96,43 @@ def test_instance_id_map_with_mapping(processor):
     assert out["mask_labels"][0][1, :20, :20].all()
 
 
-def test_class_prompts_eval_average_and_training_random(processor):
+def test_class_prompts_single_ensemble_and_training_random(processor):
     names = ["red circle", "sky"]
     enc = processor(class_names=names)
+    assert enc["class_input_ids"].shape[0] == 3 and enc["class_input_ids"].dim() == 2  # background appended last
+    decode = processor.tokenizer.decode
+    assert decode(enc["class_input_ids"][0], skip_special_tokens=True) == "an image of red circle."
+    assert decode(enc["class_input_ids"][2], skip_special_tokens=True) == "background"
     k = len(processor.prompt_templates)
-    assert enc["class_input_ids"].shape[:2] == (3, k)  # background appended as the last class
-    decoded = processor.tokenizer.decode(enc["class_input_ids"][0, 0], skip_special_tokens=True)
-    assert decoded == processor.prompt_templates[0].format("red circle")
-    last = processor.tokenizer.decode(enc["class_input_ids"][2, 1], skip_special_tokens=True)
-    assert last == "background"
+    ens = processor.encode_class_names(names, ensemble=True)
+    assert ens["class_input_ids"].shape[:2] == (3, k)
+    assert decode(ens["class_input_ids"][1, 2], skip_special_tokens=True) == processor.prompt_templates[2].format(
+        "sky"
+    )
     enc = processor(class_names=names, training=True)
     assert enc["class_input_ids"].shape[0] == 3 and enc["class_input_ids"].dim() == 2
-    texts = [processor.tokenizer.decode(ids, skip_special_tokens=True) for ids in enc["class_input_ids"][:2]]
+    texts = [decode(ids, skip_special_tokens=True) for ids in enc["class_input_ids"][:2]]
     assert all(any(t == tpl.format(n) for tpl in processor.prompt_templates) for t, n in zip(texts, names))
+
+
+def test_ensemble_class_embeddings_average_normalised_template_embeddings(processor):
+    class Encoder(torch.nn.Module):  # a text side whose embedding is easy to predict: the mean token id
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(2))
+
+        def class_embeddings(self, ids, mask):
+            mean = (ids * mask).sum(-1, keepdim=True).float() / mask.sum(-1, keepdim=True)
+            return torch.cat([mean, torch.ones_like(mean)], dim=-1) * self.w
+
+    emb = processor.ensemble_class_embeddings(Encoder(), ["circle"], templates=["a {}", "the {} here"])
+    ids = processor.encode_class_names(["circle"], templates=["a {}", "the {} here"], ensemble=True)
+    expected = []
+    for row_ids, row_mask in zip(ids["class_input_ids"], ids["class_attention_mask"]):
+        vectors = [Encoder().class_embeddings(i[None], m[None])[0].detach() for i, m in zip(row_ids, row_mask)]
+        mean = torch.stack([v / v.norm() for v in vectors]).mean(0)
+        expected.append(mean / mean.norm())
+    assert torch.allclose(emb, torch.stack(expected), atol=1e-6)
 
 
 def test_referring_captions_and_text(processor):

@@ -327,12 +327,13 @@ def panoptic_segmentation(
 
 def referring_segmentation(
     referring_logits: torch.Tensor,
-    masks_queries_logits: torch.Tensor,
+    masks_queries_logits: torch.Tensor | None = None,
     target_sizes: Sequence[Size] | torch.Tensor | None = None,
     valid_sizes: Sequence[Size] | None = None,
     mask_threshold: float = 0.5,
     mask_stride: int = 4,
     mode: str = "bilinear",
+    phrase_masks_logits: torch.Tensor | None = None,
 ) -> list[dict[str, torch.Tensor]]:
     """
     One mask per referring phrase: the query with the highest grounding logit wins.
@@ -340,7 +341,10 @@ def referring_segmentation(
     Args:
         referring_logits (`torch.Tensor` of shape `(batch, queries, phrases)` or `(batch, queries)`):
             Query-phrase matching logits.
-        masks_queries_logits (`torch.Tensor` of shape `(batch, queries, h, w)`): mask logits of the same queries.
+        masks_queries_logits (`torch.Tensor` of shape `(batch, queries, h, w)`, *optional*): mask logits of the same
+            queries; the winning query's mask is taken from them.
+        phrase_masks_logits (`torch.Tensor` of shape `(batch, phrases, h, w)`, *optional*): the winning masks already
+            gathered by the model (used instead of `masks_queries_logits`).
         target_sizes, valid_sizes, mask_stride, mode: as in [`semantic_segmentation`].
         mask_threshold (`float`, defaults to 0.5): binarisation threshold of the chosen mask's probability.
 
@@ -350,7 +354,16 @@ def referring_segmentation(
     """
     if referring_logits.dim() == 2:
         referring_logits = referring_logits[..., None]
-    if referring_logits.dim() != 3 or referring_logits.shape[:2] != masks_queries_logits.shape[:2]:
+    if phrase_masks_logits is None and masks_queries_logits is None:
+        raise ValueError("Pass `masks_queries_logits` or `phrase_masks_logits`.")
+    if phrase_masks_logits is not None:
+        expected = (referring_logits.shape[0], referring_logits.shape[-1])
+        if referring_logits.dim() != 3 or tuple(phrase_masks_logits.shape[:2]) != expected:
+            raise ValueError(
+                "`phrase_masks_logits` must be (batch, phrases, h, w) matching `referring_logits` (batch, queries, "
+                f"phrases); got {tuple(phrase_masks_logits.shape)} and {tuple(referring_logits.shape)}."
+            )
+    elif referring_logits.dim() != 3 or referring_logits.shape[:2] != masks_queries_logits.shape[:2]:
         raise ValueError(
             "`referring_logits` must be (batch, queries, phrases) matching `masks_queries_logits` "
             f"(batch, queries, h, w); got {tuple(referring_logits.shape)} and {tuple(masks_queries_logits.shape)}."
@@ -363,9 +376,10 @@ def referring_segmentation(
     for i in range(batch_size):
         valid = valid_sizes[i] if valid_sizes else None
         target = target_sizes[i] if target_sizes else None
-        probs = resize_mask_logits(
-            masks_queries_logits[i, query_indices[i]], target, valid, mask_stride, mode
-        ).sigmoid()
+        chosen = (
+            phrase_masks_logits[i] if phrase_masks_logits is not None else masks_queries_logits[i, query_indices[i]]
+        )
+        probs = resize_mask_logits(chosen, target, valid, mask_stride, mode).sigmoid()
         results.append(
             {
                 "masks": probs >= mask_threshold,

@@ -46,6 +46,8 @@ class XDecoderImageProcessorKwargs(ImagesKwargs, total=False):
         Instance post-processing keeps this many (query, class) pairs.
     label_ids_to_fuse (`list[int]`, *optional*):
         Default stuff classes merged into one panoptic segment.
+    return_segment_ids (`bool`, *optional*, defaults to `False`):
+        Also return `mask_segment_ids`: per image, the segment id (or class id for semantic maps) of each mask label.
     """
 
     size_divisor: int
@@ -59,6 +61,7 @@ class XDecoderImageProcessorKwargs(ImagesKwargs, total=False):
     mask_threshold: float
     test_topk_per_image: int
     label_ids_to_fuse: list[int] | None
+    return_segment_ids: bool
 
 
 class XDecoderImageProcessor(SemanticImageProcessorBase):
@@ -106,6 +109,7 @@ class XDecoderImageProcessor(SemanticImageProcessorBase):
     mask_threshold = 0.5
     test_topk_per_image = 100
     label_ids_to_fuse = None
+    return_segment_ids = False
 
     def __init__(self, **kwargs: Unpack[XDecoderImageProcessorKwargs]) -> None:
         super().__init__(**kwargs)
@@ -162,6 +166,7 @@ class XDecoderImageProcessor(SemanticImageProcessorBase):
         ignore_index: int,
         do_reduce_labels: bool,
         num_labels: int | None,
+        return_segment_ids: bool = False,
         **kwargs: Any,
     ) -> BatchFeature:
         images = self._prepare_image_like_inputs(
@@ -198,7 +203,7 @@ class XDecoderImageProcessor(SemanticImageProcessorBase):
                     f"`segmentation_maps` must contain one map per image: got {len(maps)} maps for {len(images)} images."
                 )
             mappings = _id_mappings(instance_id_to_semantic_id, segments_info, len(images))
-            mask_labels, class_labels = [], []
+            mask_labels, class_labels, segment_ids = [], [], []
             for i, (label_map, mapping) in enumerate(zip(maps, mappings)):
                 label_map = _decode_label_map(label_map, instance=mapping is not None)
                 if mapping is None and do_reduce_labels:
@@ -210,7 +215,8 @@ class XDecoderImageProcessor(SemanticImageProcessorBase):
                         f"`segmentation_maps[{i}]` has size {tuple(label_map.shape)} after resizing, but its image has "
                         f"size {tuple(processed[i].shape[1:])}; give maps of the same size as their images."
                     )
-                masks, classes = _label_map_to_masks(label_map, mapping, ignore_index)
+                masks, classes, ids = _label_map_to_masks(label_map, mapping, ignore_index)
+                segment_ids.append(ids)
                 if num_labels is not None and len(classes) and (classes.min() < 0 or classes.max() >= num_labels):
                     raise ValueError(
                         f"Class ids of `segmentation_maps[{i}]` must lie in 0..{num_labels - 1}, got {classes.tolist()}."
@@ -222,6 +228,8 @@ class XDecoderImageProcessor(SemanticImageProcessorBase):
             as_tensor = return_tensors in ("pt", TensorType.PYTORCH)
             data["mask_labels"] = [torch.from_numpy(m) if as_tensor else m for m in mask_labels]
             data["class_labels"] = [torch.from_numpy(c) if as_tensor else c for c in class_labels]
+            if return_segment_ids:
+                data["mask_segment_ids"] = [torch.from_numpy(i) if as_tensor else i for i in segment_ids]
         batch = BatchFeature(
             data={"pixel_values": data.pop("pixel_values"), "pixel_mask": data.pop("pixel_mask")},
             tensor_type=return_tensors,
@@ -378,8 +386,9 @@ class XDecoderImageProcessor(SemanticImageProcessorBase):
         One mask per referring phrase: the object query with the highest grounding logit (spec §6).
 
         Args:
-            outputs: output of a referring forward pass (`referring_logits` `(B, Q, R)` and
-                `referring_masks_logits` or `masks_queries_logits`).
+            outputs: output of a referring forward pass: `referring_logits` `(B, Q, R)` and either
+                `referring_masks_logits` `(B, R, h, w)` (the winning masks, as X-Decoder returns them) or the
+                queries' `masks_queries_logits` `(B, Q, h, w)`.
             target_sizes, input_sizes: as in [`~XDecoderImageProcessor.post_process_semantic_segmentation`].
             mask_threshold (`float`, *optional*): binarisation threshold (default 0.5).
 
@@ -389,12 +398,10 @@ class XDecoderImageProcessor(SemanticImageProcessorBase):
         logits = _get(outputs, "referring_logits")
         if logits is None:
             raise ValueError("`outputs` has no `referring_logits`: run the model with referring texts.")
-        masks = _get(outputs, "referring_masks_logits")
-        if masks is None:
-            masks = _get(outputs, "masks_queries_logits")
         return postprocess.referring_segmentation(
             logits,
-            masks,
+            _get(outputs, "masks_queries_logits"),
+            phrase_masks_logits=_get(outputs, "referring_masks_logits"),
             target_sizes=target_sizes,
             valid_sizes=self._valid_sizes(target_sizes, input_sizes),
             mask_threshold=self.mask_threshold if mask_threshold is None else mask_threshold,
@@ -474,8 +481,8 @@ def _id_mappings(
 
 def _label_map_to_masks(
     label_map: np.ndarray, mapping: dict[int, int] | None, ignore_index: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Binary masks `(N, H, W)` and their class ids `(N,)`, ordered by id."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Binary masks `(N, H, W)`, their class ids `(N,)` and map values `(N,)`, ordered by map value."""
     values = np.unique(label_map)
     if mapping is None:
         values = values[values != ignore_index]
@@ -484,7 +491,7 @@ def _label_map_to_masks(
         values = np.array([v for v in values if int(v) in mapping], dtype=np.int64)
         classes = np.array([mapping[int(v)] for v in values], dtype=np.int64)
     masks = (label_map[None] == values[:, None, None]).astype(np.float32)
-    return masks, classes.astype(np.int64)
+    return masks, classes.astype(np.int64), values.astype(np.int64)
 
 
 __all__ = ["XDecoderImageProcessor"]

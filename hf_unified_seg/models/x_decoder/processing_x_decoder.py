@@ -15,6 +15,7 @@ from .image_processing_x_decoder import XDecoderImageProcessor
 # Prompt templates for class names. The reference averages the text embeddings of CLIP's ImageNet prompt ensemble;
 # we keep a short ensemble of the same style [P] (every template must contain one "{}").
 DEFAULT_PROMPT_TEMPLATES: tuple[str, ...] = (
+    "an image of {}.",  # first = `XDecoderConfig.class_prompt_template`, used for single-template inputs
     "a photo of a {}.",
     "a picture of a {}.",
     "an image of a {}.",
@@ -32,10 +33,10 @@ class XDecoderProcessor(ProcessorMixin):
     `__call__` returns exactly the keyword arguments of the model heads:
 
     - `images` -> `pixel_values`, `pixel_mask` (and `mask_labels`, `class_labels` with `segmentation_maps`);
-    - `class_names` -> `class_input_ids`, `class_attention_mask`: one prompt per class plus the background prompt as
-      the last row (the "no object" column). In training mode each class gets one random template, shape `(C + 1, T)`;
-      in evaluation mode with several templates all of them are returned, shape `(C + 1, K, T)`, for the model to
-      average their embeddings (the reference's template ensemble);
+    - `class_names` -> `class_input_ids`, `class_attention_mask` `(C + 1, T)`: one prompt per class plus the
+      background prompt as the last row (the "no object" column); a random template per class in training mode, the
+      first template otherwise. The reference's evaluation ensemble (embeddings averaged over all templates) is
+      [`~XDecoderProcessor.ensemble_class_embeddings`], passed to the model as `class_embeddings`;
     - `referring_texts` -> `referring_input_ids`, `referring_attention_mask`: `(B, T)` for one phrase per image or
       `(B, R, T)` for `R` phrases per image;
     - `text` (retrieval queries) or `captions` (captioning targets) -> `input_ids`, `attention_mask`, starting with
@@ -99,8 +100,10 @@ class XDecoderProcessor(ProcessorMixin):
         add_background: bool = True,
         training: bool = False,
         generator: random.Random | None = None,
+        ensemble: bool = False,
     ) -> list[list[str]]:
-        """Prompt strings per class: one random template each in training, all templates otherwise."""
+        """Prompt strings per class: one random template each in training, every template for the ensemble, else
+        the first template."""
         if isinstance(class_names, str) or not isinstance(class_names, (list, tuple)):
             raise TypeError(f"`class_names` must be a list of strings, got {type(class_names).__name__}.")
         if not class_names:
@@ -110,9 +113,12 @@ class XDecoderProcessor(ProcessorMixin):
                 raise ValueError(f"`class_names` entries must be non-empty strings, got {name!r}.")
         templates = self.prompt_templates if templates is None else list(templates)
         rng = generator if generator is not None else random
-        prompts = [
-            [rng.choice(templates).format(n)] if training else [t.format(n) for t in templates] for n in class_names
-        ]
+        if training:
+            prompts = [[rng.choice(templates).format(n)] for n in class_names]
+        elif ensemble:
+            prompts = [[t.format(n) for t in templates] for n in class_names]
+        else:
+            prompts = [[templates[0].format(n)] for n in class_names]
         if add_background:
             prompts.append([self.background_prompt] * len(prompts[0]))
         return prompts
@@ -124,6 +130,7 @@ class XDecoderProcessor(ProcessorMixin):
         add_background: bool = True,
         training: bool = False,
         generator: random.Random | None = None,
+        ensemble: bool = False,
     ) -> dict[str, torch.Tensor]:
         """
         Tokenize class names with prompt templates (spec §7.4).
@@ -132,21 +139,45 @@ class XDecoderProcessor(ProcessorMixin):
             class_names (`list[str]`): the vocabulary, in class-index order.
             templates (`list[str]`, *optional*): overrides `prompt_templates`.
             add_background (`bool`, defaults to `True`): append the background prompt as the last class.
-            training (`bool`, defaults to `False`): one random template per class (training) instead of all of them.
+            training (`bool`, defaults to `False`): one random template per class (the reference's training rule).
             generator (`random.Random`, *optional*): source of the random template choice.
+            ensemble (`bool`, defaults to `False`): every template (evaluation ensemble, see
+                [`~XDecoderProcessor.ensemble_class_embeddings`]); otherwise the first template.
 
         Returns:
-            `class_input_ids` / `class_attention_mask` of shape `(C + 1, T)` when one template is used per class, or
-            `(C + 1, K, T)` for `K > 1` templates (to be averaged by the model).
+            `class_input_ids` / `class_attention_mask` of shape `(C + 1, T)`, or `(C + 1, K, T)` for the ensemble.
         """
-        prompts = self.class_prompts(class_names, templates, add_background, training, generator)
+        prompts = self.class_prompts(class_names, templates, add_background, training, generator, ensemble)
         num_templates = len(prompts[0])
         encoded = self._tokenize([p for row in prompts for p in row], "class_names")
         ids, mask = encoded["input_ids"], encoded["attention_mask"]
-        if num_templates > 1:
+        if ensemble:
             ids = ids.view(len(prompts), num_templates, -1)
             mask = mask.view(len(prompts), num_templates, -1)
         return {"class_input_ids": ids, "class_attention_mask": mask}
+
+    @torch.no_grad()
+    def ensemble_class_embeddings(
+        self, model: Any, class_names: list[str], templates: list[str] | None = None, add_background: bool = True
+    ) -> torch.Tensor:
+        """
+        Template-averaged class embeddings (the reference's evaluation rule): every class is encoded with every
+        template by the model's text side, the L2-normalised embeddings are averaged over templates.
+
+        Args:
+            model: a model with `class_embeddings(class_input_ids, class_attention_mask) -> (N, d_p)` (X-Decoder's
+                segmentation heads, and the models built on them).
+            class_names, templates, add_background: as in [`~XDecoderProcessor.encode_class_names`].
+
+        Returns:
+            `(C + 1, d_p)` tensor to pass as `class_embeddings`.
+        """
+        encoded = self.encode_class_names(class_names, templates, add_background, ensemble=True)
+        ids, mask = encoded["class_input_ids"], encoded["class_attention_mask"]
+        device = next(model.parameters()).device
+        flat = model.class_embeddings(ids.flatten(0, 1).to(device), mask.flatten(0, 1).to(device))
+        flat = torch.nn.functional.normalize(flat, dim=-1).view(ids.shape[0], ids.shape[1], -1)
+        return torch.nn.functional.normalize(flat.mean(dim=1), dim=-1)
 
     def encode_referring_texts(self, referring_texts: list[str] | list[list[str]]) -> dict[str, torch.Tensor]:
         """`(B, T)` ids for one phrase per image, `(B, R, T)` for `R` phrases per image (same `R` for all)."""
