@@ -88,9 +88,9 @@ def to_vector(value: Any, name: str, dtype: type | np.dtype, length: int | None 
         raise ValueError(f"`{name}` must be 1-D, got shape {tuple(array.shape)}.")
     if length is not None and array.shape[0] != length:
         raise ValueError(f"`{name}` has {array.shape[0]} entries but {length} were expected.")
-    if np.issubdtype(np.dtype(dtype), np.integer) and array.size and not np.issubdtype(array.dtype, np.integer):
-        if not np.all(np.equal(np.mod(array, 1), 0)):
-            raise TypeError(f"`{name}` must hold integers, got {array.dtype}.")
+    wants_int = np.issubdtype(np.dtype(dtype), np.integer)
+    if wants_int and array.size and not np.issubdtype(array.dtype, np.integer) and not np.all(np.mod(array, 1) == 0):
+        raise TypeError(f"`{name}` must hold integers, got {array.dtype}.")
     return array.astype(dtype)
 
 
