@@ -49,7 +49,6 @@ from typing import Any
 
 import datasets
 import numpy as np
-from PIL import Image
 from scipy import ndimage
 
 from .records import (
@@ -59,6 +58,7 @@ from .records import (
     instance_masks,
     largest_thing_label,
     make_segment,
+    png_image,
     records_to_dataset,
 )
 from .shapes import (
@@ -570,10 +570,10 @@ def load_shapesworld(
         records.append(
             {
                 "image_id": sc["image_id"],
-                "image": Image.fromarray(sc["image"]),
-                "panoptic": Image.fromarray(ids_to_rgb(sc["ids"])),
+                "image": png_image(sc["image"]),
+                "panoptic": png_image(ids_to_rgb(sc["ids"])),
                 "segments_info": sc["segments_info"],
-                "semantic": Image.fromarray(_semantic(sc["ids"], sc["segments_info"])),
+                "semantic": png_image(_semantic(sc["ids"], sc["segments_info"])),
                 "label": sc["label"],
                 "captions": sc["captions"],
                 "referring": sc["referring"],
