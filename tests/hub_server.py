@@ -76,7 +76,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _error(self, status: int, code: str, message: str, head: bool = False) -> None:
         body = json.dumps({"error": message}).encode()
-        self._send(status, body, {"Content-Type": "application/json", "X-Error-Code": code, "X-Error-Message": message}, head)
+        self._send(
+            status, body, {"Content-Type": "application/json", "X-Error-Code": code, "X-Error-Message": message}, head
+        )
 
     def _body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
@@ -113,10 +115,14 @@ class _Handler(BaseHTTPRequestHandler):
     # -- endpoints
     def _create_repo(self) -> None:
         payload = json.loads(self._body() or b"{}")
-        repo_id = f"{payload.get('organization')}/{payload['name']}" if payload.get("organization") else payload["name"]
+        repo_id = (
+            f"{payload.get('organization')}/{payload['name']}" if payload.get("organization") else payload["name"]
+        )
         with self.state.lock:
             if repo_id in self.state.repos:
-                return self._json(409, {"error": "You already created this model repo", "url": f"{self._endpoint()}/{repo_id}"})
+                return self._json(
+                    409, {"error": "You already created this model repo", "url": f"{self._endpoint()}/{repo_id}"}
+                )
             repo = _Repo()
             repo.commit({".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"}, "initial commit")
             self.state.repos[repo_id] = repo
@@ -146,7 +152,9 @@ class _Handler(BaseHTTPRequestHandler):
         if self._repo(repo_id) is None:
             return
         payload = json.loads(self._body())
-        files = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False, "oid": None} for f in payload["files"]]
+        files = [
+            {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False, "oid": None} for f in payload["files"]
+        ]
         self._json(200, {"files": files, "commitOid": None})
 
     def _commit(self, repo_id: str, revision: str) -> None:
@@ -175,7 +183,9 @@ class _Handler(BaseHTTPRequestHandler):
                 else:
                     return self._error(400, "BadRequest", f"unsupported commit operation {key!r} (LFS is not served)")
             sha = repo.commit(files, message)
-        self._json(200, {"commitUrl": f"{self._endpoint()}/{repo_id}/commit/{sha}", "commitOid": sha, "pullRequestUrl": None})
+        self._json(
+            200, {"commitUrl": f"{self._endpoint()}/{repo_id}/commit/{sha}", "commitOid": sha, "pullRequestUrl": None}
+        )
 
     def _paths_info(self, repo_id: str, revision: str) -> None:
         repo = self._repo(repo_id)
@@ -189,7 +199,14 @@ class _Handler(BaseHTTPRequestHandler):
 
             paths = parse_qs(raw).get("paths", [])
         sha, files = repo.snapshot(revision) or ("", {})
-        self._json(200, [{"type": "file", "path": p, "size": len(files[p]), "oid": _git_sha(files[p])} for p in paths if p in files])
+        self._json(
+            200,
+            [
+                {"type": "file", "path": p, "size": len(files[p]), "oid": _git_sha(files[p])}
+                for p in paths
+                if p in files
+            ],
+        )
 
     def _api_get(self, rest: str) -> None:
         m = re.match(r"^([^/]+/[^/]+)(?:/(revision|tree)/([^/]+)(?:/(.*))?)?$", rest)
@@ -205,7 +222,10 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(404, "RevisionNotFound", f"revision {revision} not found")
         sha, files = snap
         if kind == "tree":
-            return self._json(200, [{"type": "file", "path": p, "size": len(d), "oid": _git_sha(d)} for p, d in sorted(files.items())])
+            return self._json(
+                200,
+                [{"type": "file", "path": p, "size": len(d), "oid": _git_sha(d)} for p, d in sorted(files.items())],
+            )
         self._json(
             200,
             {

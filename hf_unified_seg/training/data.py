@@ -40,24 +40,28 @@ def _load_folder(data_args: DataArguments, seed: int) -> tuple[Any, Any]:
     path = Path(data_args.dataset)
     if not path.is_dir():
         raise ValueError(f"dataset must be 'shapesworld' or an existing folder, got {data_args.dataset!r}")
-    fmt = hfdata.detect_format(path)  # raises a ValueError naming the formats it knows
-    loaded = hfdata.load_folder(path, format=fmt)
-    if hasattr(loaded, "keys"):  # DatasetDict
-        splits = dict(loaded)
-        train_key = next((k for k in ("train", "training") if k in splits), None)
-        eval_key = next((k for k in ("val", "validation", "test") if k in splits), None)
-        if train_key is None:
-            if len(splits) != 1:
-                raise ValueError(f"folder {path} has splits {sorted(splits)} but none is called 'train'")
-            train_key = next(iter(splits))
-        if eval_key is not None:
-            return splits[train_key], splits[eval_key]
-        loaded = splits[train_key]
-    n = len(loaded)
+    hfdata.detect_format(path)  # raises a ValueError naming the layouts it knows
+    train = hfdata.load_folder(path, split="train")
+    try:
+        evaluation = hfdata.load_folder(path, split="val")
+    except ValueError:
+        evaluation = None
+    # A folder with a single annotation file answers every split with the same images: hold some out instead.
+    if evaluation is not None and len(evaluation) and _same_images(train, evaluation):
+        evaluation = None
+    if evaluation is not None and len(evaluation):
+        return train, evaluation
+    n = len(train)
     n_eval = max(1, round(n * data_args.eval_split_fraction)) if n > 1 else 0
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     eval_idx, train_idx = sorted(order[:n_eval]), sorted(order[n_eval:])
-    return loaded.select(train_idx), loaded.select(eval_idx if eval_idx else train_idx)
+    return train.select(train_idx), train.select(eval_idx if eval_idx else train_idx)
+
+
+def _same_images(a: Any, b: Any) -> bool:
+    if len(a) != len(b) or "image_id" not in a.column_names:
+        return False
+    return list(a["image_id"]) == list(b["image_id"])
 
 
 class EpochShuffleSampler(torch.utils.data.Sampler[int]):

@@ -332,7 +332,10 @@ IMAGE_CLASSIFICATION = register_training_task(
         collate=collate_image_classification,
         evaluate=evaluate_image_classification,
         main_metric="accuracy",
-        metric_names={"accuracy": ("accuracy", "Top-1 accuracy (%)"), "top5_accuracy": ("accuracy", "Top-5 accuracy (%)")},
+        metric_names={
+            "accuracy": ("accuracy", "Top-1 accuracy (%)"),
+            "top5_accuracy": ("accuracy", "Top-5 accuracy (%)"),
+        },
     )
 )
 SEMANTIC_SEGMENTATION = register_training_task(
