@@ -234,15 +234,22 @@ def test_ade20k_layout(tmp_path):
     _write_rgb(tmp_path / "images" / "training" / "ADE_train_1.jpg", 8, 12)
     _write_label(tmp_path / "annotations" / "training" / "ADE_train_1.png", lab)
     _write_rgb(tmp_path / "images" / "validation" / "ADE_val_1.jpg", 8, 12)
-    _write_label(tmp_path / "annotations" / "validation" / "ADE_val_1.png", lab)
+    _write_label(tmp_path / "annotations" / "validation" / "ADE_val_1.png", np.minimum(lab, 3))
     assert detect_format(tmp_path) == "ade20k"
     ds = load_folder(tmp_path, split="train", categories=[f"c{i}" for i in range(150)])
     sem = np.asarray(ds[0]["semantic"])
     expected = np.array([[255, 0, 1], [2, 149, 255]]).repeat(4, 0).repeat(4, 1)
     np.testing.assert_array_equal(sem, expected)
     assert len(get_categories(ds)) == 150
-    # without a categories table, one class per index seen
-    assert len(get_categories(load_folder(tmp_path, split="val"))) == 150
+    # without a categories table, one class per index seen in any split: val (labels <= 3) matches train
+    val = load_folder(tmp_path, split="val")
+    assert get_categories(val) == get_categories(load_folder(tmp_path, split="train"))
+    assert len(get_categories(val)) == 150 and get_categories(val)[0]["name"] == "class_0"
+    # ADE20K's own names table
+    rows = ["Idx,Ratio,Train,Val,Name"] + [f"{i},0.1,1,1,name{i};alias" for i in range(150, 0, -1)]
+    (tmp_path / "objectInfo150.csv").write_text("\n".join(rows) + "\n")
+    named = get_categories(load_folder(tmp_path, split="val"))
+    assert [c["name"] for c in named[:2]] == ["name1", "name2"] and len(named) == 150
     with pytest.raises(ValueError, match="label id 150.*outside"):
         load_folder(tmp_path, split="train", categories=[f"c{i}" for i in range(100)])
 

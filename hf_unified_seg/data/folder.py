@@ -17,9 +17,12 @@ Recognised layouts (checked in this order):
     ``leftImg8bit/<split>/...`` and ``gtFine/<split>/...`` (``*_labelIds.png`` mapped to the 19 train classes).
 ``"ade20k"``
     ``images/<training|validation>/`` and ``annotations/<training|validation>/`` label PNGs
-    (``reduce_zero_label``: 0 is void).
+    (``reduce_zero_label``: 0 is void); names from ``objectInfo150.csv`` when present.
 ``"semantic_folder"``
     ``images/`` and ``labels/`` (or ``masks/``) with matching names; label values are category indices.
+
+Without ``categories`` (and without ``objectInfo150.csv``) a semantic folder gets ``class_<i>`` names for every
+index found in any of its splits, so train and val share one table.
 """
 
 from __future__ import annotations
@@ -35,7 +38,10 @@ from .refcoco import load_refcoco
 from .semantic_folder import (
     CITYSCAPES_CATEGORIES,
     CITYSCAPES_LABEL_TO_TRAIN,
+    generic_categories,
     load_semantic_folder,
+    read_ade20k_names,
+    scan_num_categories,
 )
 
 FORMATS = ("hf_disk", "refcoco", "coco_panoptic", "coco_instances", "cityscapes", "ade20k", "semantic_folder")
@@ -164,8 +170,15 @@ def load_folder(folder: str | os.PathLike, split: str | None = "train", **kwargs
         )
     if fmt == "ade20k":
         kwargs.setdefault("reduce_zero_label", True)
-        return load_semantic_folder(
-            _split_subdir(root / "images", split), _split_subdir(root / "annotations", split), **kwargs
-        )
-    label_root = root / "labels" if (root / "labels").is_dir() else root / "masks"
+        if kwargs.get("categories") is None and (root / "objectInfo150.csv").is_file():
+            kwargs["categories"] = read_ade20k_names(root / "objectInfo150.csv")
+        label_root = root / "annotations"
+    else:
+        label_root = root / "labels" if (root / "labels").is_dir() else root / "masks"
+    if kwargs.get("categories") is None:
+        # scan every split so train and val share one categories table
+        scan = {
+            k: kwargs[k] for k in ("label_map", "ignore_index", "reduce_zero_label", "label_suffix") if k in kwargs
+        }
+        kwargs["categories"] = generic_categories(scan_num_categories(label_root, **scan))
     return load_semantic_folder(_split_subdir(root / "images", split), _split_subdir(label_root, split), **kwargs)

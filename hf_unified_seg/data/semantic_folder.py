@@ -129,6 +129,43 @@ def map_labels(
     return np.where(ignore, VOID, lab).astype(np.uint8)
 
 
+def generic_categories(num: int) -> list[dict[str, Any]]:
+    """``class_<i>`` stuff categories for label folders that come without a names table."""
+    return [{"name": f"class_{i}", "isthing": False} for i in range(num)]
+
+
+def scan_num_categories(
+    label_dir: str | os.PathLike,
+    label_map: Mapping[int, int] | None = None,
+    ignore_index: int = 255,
+    reduce_zero_label: bool = False,
+    label_suffix: str | None = None,
+) -> int:
+    """1 + the largest category index in every label PNG under ``label_dir`` (all splits), after mapping.
+
+    Used to give every split of a folder the same categories table when no names are supplied.
+    """
+    top = -1
+    for path in _files(Path(label_dir), (".png",), label_suffix):
+        with Image.open(path) as im:
+            sem = map_labels(np.asarray(im), 255, label_map, ignore_index, reduce_zero_label, where=str(path))
+        if (sem != VOID).any():
+            top = max(top, int(sem[sem != VOID].max()))
+    return top + 1
+
+
+def read_ade20k_names(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Category names from ADE20K's ``objectInfo150.csv`` (columns Idx, Ratio, Train, Val, Name)."""
+    import csv
+
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "Name" not in rows[0] or "Idx" not in rows[0]:
+        raise ValueError(f"`{path}` is not an ADE20K objectInfo150.csv (needs 'Idx' and 'Name' columns)")
+    rows.sort(key=lambda r: int(r["Idx"]))
+    return [{"name": r["Name"].split(";")[0].strip(), "isthing": False} for r in rows]
+
+
 def load_semantic_folder(
     image_dir: str | os.PathLike,
     label_dir: str | os.PathLike,
@@ -183,7 +220,7 @@ def load_semantic_folder(
         sems.append(map_labels(raw, num, label_map, ignore_index, reduce_zero_label, where=f"`label_dir` file {key}"))
     if categories is None:
         top = max((int(s[s != VOID].max()) for s in sems if (s != VOID).any()), default=-1)
-        categories = [{"name": f"class_{i}", "isthing": False} for i in range(top + 1)]
+        categories = generic_categories(top + 1)
     table = normalize_categories(categories)
     records = []
     for image_id, ((_, image_path, _), sem) in enumerate(zip(pairs, sems)):
