@@ -29,16 +29,14 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from .records import (
+    build_record,
     check_category_ids,
     get_categories,
     get_metadata,
-    ids_to_rgb,
-    largest_thing_label,
     make_segment,
     records_to_dataset,
     rgb_to_ids,
     segment_boxes,
-    semantic_from_panoptic,
 )
 
 _ATTRS = ("color", "size", "pattern", "depth")
@@ -86,6 +84,21 @@ def _write_images(dataset: datasets.Dataset, image_dir: Path) -> list[dict[str, 
     return entries
 
 
+def _write_json(
+    path: Path, name: str, images: list[dict], annotations: list[dict], categories: Sequence[Mapping[str, Any]]
+) -> Path:
+    payload = {
+        "info": {"description": f"hf_unified_seg export of split {name!r}"},
+        "licenses": [],
+        "images": images,
+        "annotations": annotations,
+        "categories": _coco_categories(categories),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload))
+    return path
+
+
 def export_coco_panoptic(dataset: datasets.Dataset, output_dir: str | os.PathLike, name: str | None = None) -> Path:
     """Write a split as COCO panoptic (JSON + PNG folder + images). Returns the JSON path.
 
@@ -119,16 +132,7 @@ def export_coco_panoptic(dataset: datasets.Dataset, output_dir: str | os.PathLik
             seg.update({k: s[k] for k in _ATTRS if k in s})
             segs.append(seg)
         annotations.append({"image_id": int(r["image_id"]), "file_name": file_name, "segments_info": segs})
-    payload = {
-        "info": {"description": f"hf_unified_seg export of split {name!r}"},
-        "licenses": [],
-        "images": images,
-        "annotations": annotations,
-        "categories": _coco_categories(categories),
-    }
-    path = root / "annotations" / f"panoptic_{name}.json"
-    path.write_text(json.dumps(payload))
-    return path
+    return _write_json(root / "annotations" / f"panoptic_{name}.json", name, images, annotations, categories)
 
 
 def export_coco_instances(
@@ -165,16 +169,7 @@ def export_coco_instances(
             }
             ann.update({k: s[k] for k in _ATTRS if k in s})
             annotations.append(ann)
-    payload = {
-        "info": {"description": f"hf_unified_seg export of split {name!r}"},
-        "licenses": [],
-        "images": images,
-        "annotations": annotations,
-        "categories": _coco_categories(categories),
-    }
-    path = root / "annotations" / f"instances_{name}.json"
-    path.write_text(json.dumps(payload))
-    return path
+    return _write_json(root / "annotations" / f"instances_{name}.json", name, images, annotations, categories)
 
 
 def export_coco(dataset: datasets.Dataset, output_dir: str | os.PathLike, name: str | None = None) -> dict[str, Path]:
@@ -256,24 +251,6 @@ def _check_size(mask_hw: tuple[int, int], image_hw: tuple[int, int], what: str, 
         raise ValueError(f"`{argument}`: {what} has shape {tuple(mask_hw)} but the image has shape {tuple(image_hw)}")
 
 
-def _record(
-    image: Any, ids: np.ndarray, segments: list[dict[str, Any]], image_id: int, **extra: Any
-) -> dict[str, Any]:
-    rec = {
-        "image_id": int(image_id),
-        "image": image,
-        "panoptic": Image.fromarray(ids_to_rgb(ids)),
-        "segments_info": segments,
-        "semantic": Image.fromarray(semantic_from_panoptic(ids, segments)),
-        "label": largest_thing_label(segments),
-        "captions": [],
-        "referring": [],
-        "interleaved": [],
-    }
-    rec.update(extra)
-    return rec
-
-
 def load_coco_panoptic(
     annotation_file: str | os.PathLike,
     image_dir: str | os.PathLike,
@@ -323,7 +300,7 @@ def load_coco_panoptic(
                     int(s["id"]), index, categories[index]["isthing"], bbox, area, int(s.get("iscrowd", 0)), **extra
                 )
             )
-        records.append(_record(image, ids, segments, im["id"]))
+        records.append(build_record(image, ids, segments, im["id"], len(categories)))
     return records_to_dataset(records, categories, source="coco_panoptic", annotation_file=str(annotation_file))
 
 
@@ -410,5 +387,5 @@ def load_coco_instances(
         h, w = int(im.get("height", hw[0])), int(im.get("width", hw[1]))
         _check_size((h, w), hw, f"image entry {image_id} (height, width)", "annotation_file")
         ids, segments, _ = instances_to_record_parts(by_image.get(image_id, []), h, w, to_index, categories)
-        records.append(_record(image, ids, segments, image_id))
+        records.append(build_record(image, ids, segments, image_id, len(categories)))
     return records_to_dataset(records, categories, source="coco_instances", annotation_file=str(annotation_file))

@@ -209,6 +209,9 @@ def rgb_to_ids(rgb: Any) -> np.ndarray:
 def _image_hw(image: Any) -> tuple[int, int]:
     if isinstance(image, Image.Image):
         return image.height, image.width
+    if isinstance(image, Mapping):  # an Image() feature value
+        with Image.open(io.BytesIO(image["bytes"]) if image.get("bytes") else image["path"]) as im:
+            return im.height, im.width
     arr = np.asarray(image)
     return int(arr.shape[0]), int(arr.shape[1])
 
@@ -289,28 +292,39 @@ def check_category_ids(category_ids: Any, num_categories: int, argument: str) ->
 
 
 def build_record(
-    image: Image.Image | np.ndarray,
+    image: Image.Image | np.ndarray | Mapping[str, Any],
     ids: np.ndarray,
     segments: list[dict[str, Any]],
-    num_categories: int,
     image_id: int,
+    num_categories: int | None = None,
     captions: Sequence[str] = (),
     referring: Sequence[Mapping[str, Any]] = (),
     interleaved: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
-    """Assemble a record from an image, a segment-id map and its segments (checks sizes and category ids)."""
-    if not isinstance(image, Image.Image):
-        image = Image.fromarray(np.asarray(image, dtype=np.uint8))
-    image = image.convert("RGB")
-    if ids.shape != (image.height, image.width):
-        raise ValueError(f"mask of shape {ids.shape} differs from the image size {(image.height, image.width)}")
-    check_category_ids([s["category_id"] for s in segments], num_categories, "segments_info.category_id")
+    """Assemble a record from an image, a segment-id map and its segments.
+
+    Args:
+        image: PIL image, (H, W, 3) uint8 array, or an ``Image()`` feature value ``{"bytes", "path"}``.
+        ids: (H, W) segment-id map (0 = void); must match the image size.
+        segments: ``segments_info`` entries (see :func:`make_segment`).
+        image_id: id of the image in its split.
+        num_categories: when given, category ids must lie in ``0..num_categories-1``.
+    """
+    hw = _image_hw(image)
+    if tuple(ids.shape) != hw:
+        raise ValueError(f"a mask of shape {tuple(ids.shape)} differs from the image size {hw}")
+    if num_categories is not None:
+        check_category_ids([s["category_id"] for s in segments], num_categories, "segments_info.category_id")
+    if isinstance(image, np.ndarray):
+        image = png_image(image.astype(np.uint8))
+    elif isinstance(image, Image.Image):
+        image = image.convert("RGB")
     return {
         "image_id": int(image_id),
         "image": image,
-        "panoptic": Image.fromarray(ids_to_rgb(ids)),
+        "panoptic": png_image(ids_to_rgb(ids)),
         "segments_info": segments,
-        "semantic": Image.fromarray(semantic_from_panoptic(ids, segments)),
+        "semantic": png_image(semantic_from_panoptic(ids, segments)),
         "label": largest_thing_label(segments),
         "captions": list(captions),
         "referring": [dict(r) for r in referring],

@@ -14,8 +14,8 @@ from typing import Any
 
 import datasets
 
-from .coco import _read_image, _record, coco_category_table, instances_to_record_parts, read_coco_json
-from .records import records_to_dataset
+from .coco import _read_image, coco_category_table, instances_to_record_parts, read_coco_json
+from .records import build_record, records_to_dataset
 
 
 def read_refs(refs_file: str | os.PathLike) -> list[dict[str, Any]]:
@@ -87,7 +87,7 @@ def load_refcoco(
             for s in r["sentences"]:
                 text = s.get("sent", s.get("raw")) if isinstance(s, dict) else str(s)
                 referring.append({"sentence": str(text), "segment_id": sid, "kind": "refcoco"})
-        records.append(_record(image, ids, segments, image_id, referring=referring))
+        records.append(build_record(image, ids, segments, image_id, len(categories), referring=referring))
     return records_to_dataset(
         records, categories, source="refcoco", refs_file=str(refs_file), split=split if split is not None else "all"
     )

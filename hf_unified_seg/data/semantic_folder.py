@@ -22,8 +22,7 @@ import datasets
 import numpy as np
 from PIL import Image
 
-from .coco import _record
-from .records import VOID, make_segment, normalize_categories, records_to_dataset, segment_boxes
+from .records import VOID, build_record, make_segment, normalize_categories, records_to_dataset, segment_boxes
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _NAME_TAILS = ("_leftImg8bit", "_gtFine_labelIds", "_gtFine_trainIds", "_gtCoarse_labelIds", "_labelIds", "_trainIds")
@@ -235,5 +234,5 @@ def load_semantic_folder(
         with Image.open(image_path) as im:
             buf = io.BytesIO()
             im.convert("RGB").save(buf, format="PNG")
-        records.append(_record({"bytes": buf.getvalue(), "path": None}, ids, segments, image_id))
+        records.append(build_record({"bytes": buf.getvalue(), "path": None}, ids, segments, image_id, len(table)))
     return records_to_dataset(records, table, source="semantic_folder", image_dir=str(image_root))

@@ -52,13 +52,11 @@ import numpy as np
 from scipy import ndimage
 
 from .records import (
-    VOID,
+    build_record,
     get_categories,
-    ids_to_rgb,
     instance_masks,
     largest_thing_label,
     make_segment,
-    png_image,
     records_to_dataset,
 )
 from .shapes import (
@@ -538,13 +536,6 @@ def generate_split(
     return scenes
 
 
-def _semantic(ids: np.ndarray, segments: list[dict[str, Any]]) -> np.ndarray:
-    lut = np.full(int(ids.max()) + 1, VOID, np.uint8)
-    for s in segments:
-        lut[s["id"]] = s["category_id"]
-    return lut[ids]
-
-
 def load_shapesworld(
     split: str = "train", num_images: int | None = None, image_size: int = 128, seed: int = 0, **options: Any
 ) -> datasets.Dataset:
@@ -565,21 +556,20 @@ def load_shapesworld(
     """
     opts = _resolve_options(image_size, options)
     scenes = generate_split(split, num_images, image_size, seed, **opts)
-    records = []
-    for sc in scenes:
-        records.append(
-            {
-                "image_id": sc["image_id"],
-                "image": png_image(sc["image"]),
-                "panoptic": png_image(ids_to_rgb(sc["ids"])),
-                "segments_info": sc["segments_info"],
-                "semantic": png_image(_semantic(sc["ids"], sc["segments_info"])),
-                "label": sc["label"],
-                "captions": sc["captions"],
-                "referring": sc["referring"],
-                "interleaved": sc["interleaved"],
-            }
+    n_categories = len(shapesworld_categories(opts["held_out"]))
+    records = [
+        build_record(
+            sc["image"],
+            sc["ids"],
+            sc["segments_info"],
+            sc["image_id"],
+            n_categories,
+            captions=sc["captions"],
+            referring=sc["referring"],
+            interleaved=sc["interleaved"],
         )
+        for sc in scenes
+    ]
     meta = {
         "source": "shapesworld",
         "split": split,
