@@ -83,18 +83,83 @@ class BlurPool(nn.Module):
         return f"{self.channels}, kernel_size={self.kernel_size}, stride={self.stride}"
 
 
+def _tap_slices(kernel_size: int, stride: int, out_h: int, out_w: int) -> list[tuple[int, int, slice, slice]]:
+    """For each tap `t = p * k + q`: the row/col offsets and the strided slices selecting its input samples."""
+    taps = []
+    for tap in range(kernel_size * kernel_size):
+        row, col = divmod(tap, kernel_size)
+        taps.append(
+            (
+                row,
+                col,
+                slice(row, row + stride * (out_h - 1) + 1, stride),
+                slice(col, col + stride * (out_w - 1) + 1, stride),
+            )
+        )
+    return taps
+
+
+def _local_filter_forward(grouped: torch.Tensor, weights: torch.Tensor, kernel_size: int, stride: int) -> torch.Tensor:
+    """`grouped`: `(N, G, C/G, Hp, Wp)`; `weights`: `(N, G, k*k, Ho, Wo)` -> `(N, G, C/G, Ho, Wo)`."""
+    out_h = (grouped.shape[-2] - kernel_size) // stride + 1
+    out_w = (grouped.shape[-1] - kernel_size) // stride + 1
+    weights = weights.unsqueeze(2)  # broadcast one filter over the channels of its group
+    # On wide maps, de-interleave the input into its s*s sampling phases first (one copy of the input): every tap then
+    # reads contiguous rows instead of stride-s gathers, which is ~2-4x faster on CPU. Tiny maps skip the copy.
+    phases: dict[tuple[int, int], torch.Tensor] | None = {} if stride > 1 and out_w >= 8 else None
+    out = None
+    for row, col, rows, cols in _tap_slices(kernel_size, stride, out_h, out_w):
+        if phases is None:
+            window = grouped[..., rows, cols]
+        else:
+            key = (row % stride, col % stride)
+            if key not in phases:
+                phases[key] = grouped[..., key[0] :: stride, key[1] :: stride].contiguous()
+            r0, c0 = row // stride, col // stride
+            window = phases[key][..., r0 : r0 + out_h, c0 : c0 + out_w]
+        tap = weights[:, :, :, row * kernel_size + col]
+        out = tap * window if out is None else out.addcmul_(tap, window)
+    return out
+
+
+class _LocalFilterFunction(torch.autograd.Function):
+    """
+    Strided local filtering with a hand-written backward: autograd through k^2 strided slices would allocate a
+    zero-filled copy of the whole input per tap; here the input gradient is accumulated in place in one buffer.
+    """
+
+    @staticmethod
+    def forward(ctx, grouped: torch.Tensor, weights: torch.Tensor, kernel_size: int, stride: int) -> torch.Tensor:
+        ctx.save_for_backward(grouped, weights)
+        ctx.kernel_size, ctx.stride = kernel_size, stride
+        return _local_filter_forward(grouped, weights, kernel_size, stride)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
+        grouped, weights = ctx.saved_tensors
+        out_h, out_w = grad_out.shape[-2:]
+        grad_in = torch.zeros_like(grouped) if ctx.needs_input_grad[0] else None
+        grad_weights = torch.empty_like(weights) if ctx.needs_input_grad[1] else None
+        for tap, (_, _, rows, cols) in enumerate(_tap_slices(ctx.kernel_size, ctx.stride, out_h, out_w)):
+            if grad_weights is not None:
+                grad_weights[:, :, tap] = (grad_out * grouped[..., rows, cols]).sum(2)
+            if grad_in is not None:
+                grad_in[..., rows, cols].addcmul_(grad_out, weights[:, :, None, tap])
+        return grad_in, grad_weights, None, None
+
+
 def apply_local_filters(padded: torch.Tensor, weights: torch.Tensor, kernel_size: int, stride: int) -> torch.Tensor:
     """
     Apply per-location, per-group filters to a padded map, evaluated only at the strided output positions.
 
     `out[n, c, i, j] = sum_{p, q} weights[n, g(c), p * k + q, i, j] * padded[n, c, s*i + p, s*j + q]` with
-    `g(c) = c // (C / G)`. Instead of an `unfold` (k^2 copies of the map), this accumulates k^2 strided views,
-    so the only extra memory is the output itself.
+    `g(c) = c // (C / G)`. Instead of an `unfold` (k^2 copies of the map) this accumulates k^2 strided views, so the
+    extra memory is the output (plus, on wide maps, one de-interleaved copy of the input).
 
     Args:
         padded (`torch.Tensor` of shape `(N, C, H + k - 1, W + k - 1)`): input padded by `k // 2` on each side.
-        weights (`torch.Tensor` of shape `(N, G, k*k, Ho, Wo)`): filters; `Ho = ceil(H / s)` (singleton
-            `Ho`/`Wo` broadcast one filter over the whole map).
+        weights (`torch.Tensor` of shape `(N, G, k*k, Ho, Wo)`): filters; `Ho = ceil(H / s)`; singleton `Ho`/`Wo`
+            broadcast one filter over the whole map.
         kernel_size (`int`): k.
         stride (`int`): s.
     """
@@ -102,19 +167,9 @@ def apply_local_filters(padded: torch.Tensor, weights: torch.Tensor, kernel_size
     groups = weights.shape[1]
     out_h = (padded_h - kernel_size) // stride + 1
     out_w = (padded_w - kernel_size) // stride + 1
+    weights = weights.expand(-1, -1, -1, out_h, out_w)
     grouped = padded.view(batch, groups, channels // groups, padded_h, padded_w)
-    weights = weights.unsqueeze(2)  # (N, G, 1, k*k, Ho, Wo): broadcast over the channels of a group
-    out = None
-    for tap in range(kernel_size * kernel_size):
-        row, col = divmod(tap, kernel_size)
-        window = grouped[
-            ..., row : row + stride * (out_h - 1) + 1 : stride, col : col + stride * (out_w - 1) + 1 : stride
-        ]
-        if out is None:
-            out = weights[:, :, :, tap] * window
-        else:
-            out = out.addcmul_(weights[:, :, :, tap], window)
-    return out.reshape(batch, channels, out_h, out_w)
+    return _LocalFilterFunction.apply(grouped, weights, kernel_size, stride).reshape(batch, channels, out_h, out_w)
 
 
 class AdaptiveBlurPool(nn.Module):
