@@ -2,7 +2,7 @@
 
 The ViT arm is `transformers.ViTForImageClassification` with PS-ViT's width C, heads M, total depth N + N_v, FFN
 hidden size 3C and a patch size giving the same 14x14 = 196 tokens; both arms use SDPA attention and random
-weights. Each arm runs in a fresh subprocess. Peak memory is that of the tensors a forward creates (activations and
+weights. Peak memory is that of the tensors a forward creates (activations and
 workspace, weights and input excluded): on CUDA `torch.cuda.max_memory_allocated` above the weights; on CPU, where
 the allocator keeps no statistics (and the resident-set size hides reuse of freed blocks), a dispatch mode tracks
 the bytes of every live tensor storage created by the forward and records the maximum.
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import statistics
 import time
 import weakref
@@ -129,11 +128,6 @@ def measure(arm: str, size: str, batch_size: int, image_size: int, warmup: int, 
     }
 
 
-def _run_isolated(kwargs: dict) -> dict:
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(measure, kwds=kwargs)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="one small timed forward per arm (CI)")
@@ -153,17 +147,8 @@ def main() -> None:
     for size in args.sizes:
         pair = {}
         for arm in ("ps_vit", "vit"):
-            pair[arm] = _run_isolated(
-                {
-                    "arm": arm,
-                    "size": size,
-                    "batch_size": args.batch_size,
-                    "image_size": args.image_size,
-                    "warmup": args.warmup,
-                    "iters": args.iters,
-                    "device": args.device,
-                    "threads": args.threads,
-                }
+            pair[arm] = measure(
+                arm, size, args.batch_size, args.image_size, args.warmup, args.iters, args.device, args.threads
             )
         pair["latency_ratio"] = pair["ps_vit"]["latency_ms"] / pair["vit"]["latency_ms"]
         pair["memory_ratio"] = pair["ps_vit"]["peak_mib"] / max(pair["vit"]["peak_mib"], 1e-9)

@@ -143,6 +143,8 @@ def train(
             schedule.step()
             losses.append(loss.item())
         epoch_losses.append(sum(losses) / len(losses))
+        if args.verbose:
+            print(f"  epoch {len(epoch_losses)}/{args.epochs}: loss {epoch_losses[-1]:.4f}", flush=True)
     return epoch_losses
 
 
@@ -234,6 +236,7 @@ def main() -> None:
     parser.add_argument("--label-smoothing", type=float, default=0.1)
     parser.add_argument("--max-shift", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--verbose", action="store_true", help="print the mean loss of every epoch")
     args = parser.parse_args()
     if args.smoke:
         args.seeds, args.epochs, args.train_images, args.val_images = args.seeds[:1], 1, 128, 64

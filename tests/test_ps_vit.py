@@ -374,3 +374,57 @@ def test_runs_on_gpu_like_on_cpu():
     gpu = model.cuda()(pixel_values.cuda())
     torch.testing.assert_close(gpu.logits.cpu(), cpu.logits, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(gpu.sampling_points.cpu(), cpu.sampling_points)
+
+
+# ---------------------------------------------------------------------------------------------------- conversion
+
+
+def _reference_layout(model: PsVitForImageClassification) -> dict[str, torch.Tensor]:
+    """Write our weights under the reference implementation's names, fusing q/k/v into one qkv matrix."""
+    ours = model.state_dict()
+    reference = {}
+    layer_names = {
+        "layernorm_before": "norm1",
+        "layernorm_after": "norm2",
+        "attention.out_proj": "attn.proj",
+        "mlp.fc1": "mlp.fc1",
+        "mlp.fc2": "mlp.fc2",
+    }
+    prefixes = {f"ps_vit.sampler.layers.{t}.": f"ps_layers.{t}.transformer_layer." for t in range(2)}
+    prefixes["ps_vit.encoder.layers.0."] = "trans_layers.0."
+    for ours_prefix, ref_prefix in prefixes.items():
+        for our_name, ref_name in layer_names.items():
+            for kind in ("weight", "bias"):
+                reference[f"{ref_prefix}{ref_name}.{kind}"] = ours[f"{ours_prefix}{our_name}.{kind}"]
+        reference[f"{ref_prefix}attn.qkv.weight"] = torch.cat(
+            [ours[f"{ours_prefix}attention.{p}.weight"] for p in ("q_proj", "k_proj", "v_proj")]
+        )
+    for key, value in ours.items():
+        if key.startswith("ps_vit.embeddings."):
+            rest = key[len("ps_vit.embeddings.") :]
+            rest = rest.replace("conv1.", "0.", 1) if rest.startswith("conv1.") else rest
+            rest = rest.replace("bn1.", "1.", 1) if rest.startswith("bn1.") else rest
+            rest = rest.replace("layer1.0.", "4.", 1).replace("layer1.1.", "5.", 1)
+            reference["stem." + rest] = value
+    reference["pos_layer.weight"] = ours["ps_vit.sampler.position_embeddings.weight"]
+    reference["pos_layer.bias"] = ours["ps_vit.sampler.position_embeddings.bias"]
+    reference["ps_layers.0.offset_layer.weight"] = ours["ps_vit.sampler.offset_heads.0.weight"]
+    reference["ps_layers.0.offset_layer.bias"] = ours["ps_vit.sampler.offset_heads.0.bias"]
+    reference["norm.weight"], reference["norm.bias"] = ours["ps_vit.layernorm.weight"], ours["ps_vit.layernorm.bias"]
+    reference["head.weight"], reference["head.bias"] = ours["classifier.weight"], ours["classifier.bias"]
+    reference["cls_token"] = ours["ps_vit.cls_token"]
+    return {"module." + k: v for k, v in reference.items()}
+
+
+def test_reference_checkpoint_conversion(tmp_path):
+    from hf_unified_seg.models.ps_vit.convert_ps_vit_checkpoint import convert_checkpoint
+
+    scale = 32**-0.5
+    source = PsVitForImageClassification(PsVitConfig.from_preset("tiny", attention_scale=scale)).eval()
+    torch.nn.init.normal_(source.ps_vit.sampler.offset_heads[0].weight, std=0.1)
+    path = tmp_path / "reference.pth"
+    torch.save({"model": _reference_layout(source)}, path)
+    converted = convert_checkpoint(path, "tiny")
+    assert converted.config.attention_scale == pytest.approx(scale)
+    pixel_values = torch.randn(2, 3, 32, 32)
+    assert torch.equal(converted(pixel_values).logits, source(pixel_values).logits)
