@@ -14,10 +14,12 @@ from hf_unified_seg.data.prompts import (
     first_click,
     mask_to_box,
     next_click,
+    polygon_prompt,
     psalm_mask_prompt,
     psalm_point,
     psalm_scribble,
     random_walk_scribble,
+    stroke_prompt,
 )
 
 
@@ -139,6 +141,19 @@ def test_scribbles_are_seeded_and_inside():
     # the stroke follows a diagonal of the jittered box: it spans most of the box in x
     cols = np.flatnonzero(p1.any(0))
     assert cols[-1] - cols[0] >= 0.5 * 80
+
+
+def test_strokes_and_polygons():
+    m = _blob(2, 40, 40)
+    a = stroke_prompt(m, np.random.default_rng(0))
+    np.testing.assert_array_equal(a, stroke_prompt(m, np.random.default_rng(0)))
+    assert a.any() and not (a & ~m).any()
+    ring = polygon_prompt(m, np.random.default_rng(1))
+    np.testing.assert_array_equal(ring, polygon_prompt(m, np.random.default_rng(1)))
+    filled = polygon_prompt(m, np.random.default_rng(1), filled=True)
+    assert ring.sum() > 0 and filled.sum() >= ring.sum() and not (ring & ~filled).any()
+    with pytest.raises(ValueError, match="max_points"):
+        polygon_prompt(m, max_points=2)
 
 
 def test_psalm_points_and_mask_prompt():

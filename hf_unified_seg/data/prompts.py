@@ -238,6 +238,63 @@ def random_walk_scribble(
     return out
 
 
+def _interior_points(m: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarray:
+    ys, xs = np.nonzero(m)
+    pick = rng.choice(len(ys), size=min(n, len(ys)), replace=False)
+    return np.stack([xs[pick], ys[pick]], 1)
+
+
+def stroke_prompt(
+    mask: Any,
+    rng: np.random.Generator | None = None,
+    num_points: tuple[int, int] = (2, 5),
+    width: tuple[int, int] = (3, 6),
+) -> np.ndarray:
+    """A brush stroke (SEEM spec §6.1): a poly-line through ``U{num_points}`` random mask pixels, drawn
+    ``U{width}`` pixels wide and clipped to the mask."""
+    from PIL import Image, ImageDraw
+
+    m = _as_mask(mask, "mask")
+    rng = _check_rng(rng)
+    if not m.any():
+        raise ValueError("`mask` is empty: cannot draw a stroke inside it")
+    n = int(rng.integers(num_points[0], num_points[1] + 1))
+    w = int(rng.integers(width[0], width[1] + 1))
+    pts = [tuple(int(v) for v in p) for p in _interior_points(m, rng, n)]
+    canvas = Image.new("L", (m.shape[1], m.shape[0]), 0)
+    draw = ImageDraw.Draw(canvas)
+    if len(pts) > 1:
+        draw.line(pts, fill=1, width=w, joint="curve")
+    for x, y in pts:  # round caps, so a one-point stroke is still a dot
+        draw.ellipse((x - w // 2, y - w // 2, x + w // 2, y + w // 2), fill=1)
+    return np.asarray(canvas, dtype=bool) & m
+
+
+def polygon_prompt(
+    mask: Any, rng: np.random.Generator | None = None, max_points: int = 9, filled: bool = False
+) -> np.ndarray:
+    """A polygon prompt (SEEM spec §6.1): the outline (or filled area) through up to ``max_points`` mask pixels,
+    ordered by angle around their mean so the polygon does not cross itself."""
+    from PIL import Image, ImageDraw
+
+    m = _as_mask(mask, "mask")
+    rng = _check_rng(rng)
+    if not m.any():
+        raise ValueError("`mask` is empty: cannot draw a polygon inside it")
+    if max_points < 3:
+        raise ValueError(f"`max_points` must be >= 3, got {max_points}")
+    pts = _interior_points(m, rng, int(rng.integers(3, max_points + 1))).astype(np.float64)
+    centre = pts.mean(0)
+    order = np.argsort(np.arctan2(pts[:, 1] - centre[1], pts[:, 0] - centre[0]))
+    verts = [(int(x), int(y)) for x, y in pts[order]]
+    canvas = Image.new("L", (m.shape[1], m.shape[0]), 0)
+    draw = ImageDraw.Draw(canvas)
+    if filled:
+        draw.polygon(verts, fill=1)
+    draw.line([*verts, verts[0]], fill=1, width=1)  # the outline, also around a filled polygon
+    return np.asarray(canvas, dtype=bool)
+
+
 def psalm_scribble(mask: Any, rng: np.random.Generator | None = None, max_tries: int = 1000) -> np.ndarray | None:
     """PSALM COCO-Interactive scribble: a sine wave along a diagonal of a jittered box, 5 px wide.
 
@@ -347,8 +404,10 @@ __all__ = [
     "interior_distance",
     "mask_to_box",
     "next_click",
+    "polygon_prompt",
     "psalm_mask_prompt",
     "psalm_point",
     "psalm_scribble",
     "random_walk_scribble",
+    "stroke_prompt",
 ]
