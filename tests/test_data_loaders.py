@@ -13,6 +13,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from hf_unified_seg.data import (
+    build_shapesworld,
     detect_format,
     export_coco,
     export_coco_instances,
@@ -328,6 +329,19 @@ def test_export_loads_in_pycocotools_and_round_trips(tmp_path):
         # segment ids are renumbered by the instances loader; masks and classes are identical
         for a, b in zip(instance_masks(r0)[:2], instance_masks(r2)[:2]):
             np.testing.assert_array_equal(a, b)
+
+
+def test_export_dataset_dict_and_load_each_split(tmp_path):
+    dd = build_shapesworld({"train": 3, "val": 2}, image_size=32, seed=0, splits=("train", "val"))
+    paths = export_coco(dd, tmp_path)
+    assert set(paths) == {"train", "val"}
+    for split in ("train", "val"):
+        back = load_folder(tmp_path, split=split)
+        assert len(back) == len(dd[split])
+        for r0, r1 in zip(dd[split], back):
+            np.testing.assert_array_equal(rgb_to_ids(r0["panoptic"]), rgb_to_ids(r1["panoptic"]))
+    with pytest.raises(ValueError, match="split"):
+        load_folder(tmp_path, split=None)
 
 
 def test_export_rejects_out_of_range_category(tmp_path):

@@ -172,8 +172,19 @@ def export_coco_instances(
     return _write_json(root / "annotations" / f"instances_{name}.json", name, images, annotations, categories)
 
 
-def export_coco(dataset: datasets.Dataset, output_dir: str | os.PathLike, name: str | None = None) -> dict[str, Path]:
-    """Both exports of one split; returns ``{"panoptic": json path, "instances": json path}``."""
+def export_coco(
+    dataset: datasets.Dataset | datasets.DatasetDict, output_dir: str | os.PathLike, name: str | None = None
+) -> dict[str, Any]:
+    """Both exports of one split, or of every split of a DatasetDict (named by their keys) into one folder.
+
+    Returns ``{"panoptic": json path, "instances": json path}``, or ``{split: that dict}`` for a DatasetDict.
+    """
+    if isinstance(dataset, datasets.DatasetDict):
+        if name is not None:
+            raise ValueError("`name` applies to a single split; a DatasetDict's splits are named by their keys")
+        return {split: export_coco(ds, output_dir, split) for split, ds in dataset.items()}
+    if not isinstance(dataset, datasets.Dataset):
+        raise TypeError(f"`dataset` must be a datasets.Dataset or DatasetDict, got {type(dataset).__name__}")
     return {
         "panoptic": export_coco_panoptic(dataset, output_dir, name),
         "instances": export_coco_instances(dataset, output_dir, name),
