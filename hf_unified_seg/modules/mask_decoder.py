@@ -70,7 +70,9 @@ class MultiHeadAttention(nn.Module):
 class MaskedAttentionDecoderLayer(nn.Module):
     """One decoder layer: cross-attention -> self-attention -> FFN, each with a residual and LayerNorm (Eqs. 4.6-4.8).
 
-    Post-norm by default (`LN(x + f(x))`, the reference); `pre_norm=True` gives `x + f(LN(x))`.
+    Post-norm by default (`LN(x + f(x))`, the reference); `pre_norm=True` gives `x + f(LN(x))`. Submodules are
+    `cross_attn`, `self_attn` (each with `q_proj/k_proj/v_proj/out_proj`) and `ffn` (`fc1/fc2`), so LoRA targets
+    such as `"cross_attn.q_proj"` or `"ffn.fc1"` hit the decoder only (backbones often have their own `fc1`).
 
     Args:
         hidden_dim: width `d`.
@@ -89,7 +91,7 @@ class MaskedAttentionDecoderLayer(nn.Module):
         self.cross_attn_layer_norm = nn.LayerNorm(hidden_dim)
         self.self_attn = MultiHeadAttention(hidden_dim, num_heads, dropout)
         self.self_attn_layer_norm = nn.LayerNorm(hidden_dim)
-        self.mlp = FeedForward(hidden_dim, dim_feedforward, hidden_act="relu", dropout=dropout)
+        self.ffn = FeedForward(hidden_dim, dim_feedforward, hidden_act="relu", dropout=dropout)
         self.final_layer_norm = nn.LayerNorm(hidden_dim)
 
     def _residual(self, x: torch.Tensor, norm: nn.LayerNorm, fn) -> torch.Tensor:
@@ -132,7 +134,7 @@ class MaskedAttentionDecoderLayer(nn.Module):
             return self.self_attn(q, q, x, self_attention_mask)
 
         hidden_states = self._residual(hidden_states, self.self_attn_layer_norm, self_)
-        return self._residual(hidden_states, self.final_layer_norm, self.mlp)
+        return self._residual(hidden_states, self.final_layer_norm, self.ffn)
 
 
 class MLPHead(nn.Module):

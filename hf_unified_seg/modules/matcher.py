@@ -15,9 +15,12 @@ from torch.nn import functional as F
 
 
 def point_sample(inputs: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-    """Bilinear values of `inputs (N, C, H, W)` at `coords (N, P, 2)` given as (x, y) in `[0, 1]` -> `(N, C, P)`."""
+    """Bilinear values of `inputs (N, C, H, W)` at `coords (N, P, 2)` given as (x, y) in `[0, 1]` -> `(N, C, P)`.
+
+    Points within half a pixel of the border take the border value (not a blend with zero padding).
+    """
     grid = 2.0 * coords[:, :, None, :] - 1.0
-    return F.grid_sample(inputs, grid, mode="bilinear", align_corners=False)[..., 0]
+    return F.grid_sample(inputs, grid, mode="bilinear", padding_mode="border", align_corners=False)[..., 0]
 
 
 def sample_mask_pairs(

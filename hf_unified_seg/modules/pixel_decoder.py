@@ -47,8 +47,8 @@ class PostNormEncoderLayer(nn.Module):
 
     def __init__(self, hidden_dim: int, num_heads: int, dim_feedforward: int, dropout: float = 0.0) -> None:
         super().__init__()
-        self.self_attn = MultiHeadAttention(hidden_dim, num_heads, dropout)
-        self.self_attn_layer_norm = nn.LayerNorm(hidden_dim)
+        self.attention = MultiHeadAttention(hidden_dim, num_heads, dropout)
+        self.attention_layer_norm = nn.LayerNorm(hidden_dim)
         self.mlp = FeedForward(hidden_dim, dim_feedforward, hidden_act="relu", dropout=dropout)
         self.final_layer_norm = nn.LayerNorm(hidden_dim)
 
@@ -57,7 +57,7 @@ class PostNormEncoderLayer(nn.Module):
     ) -> torch.Tensor:
         """`(B, N, d)` tokens, `(B, N, d)` positions, optional boolean `(B, 1, 1, N)` key mask (True = valid)."""
         q = hidden_states + position
-        hidden_states = self.self_attn_layer_norm(hidden_states + self.self_attn(q, q, hidden_states, key_mask))
+        hidden_states = self.attention_layer_norm(hidden_states + self.attention(q, q, hidden_states, key_mask))
         return self.final_layer_norm(hidden_states + self.mlp(hidden_states))
 
 

@@ -33,6 +33,8 @@ class SinePositionEmbedding(nn.Module):
         self.temperature = temperature
         self.normalize = normalize
         self.scale = 2 * math.pi if scale is None else scale
+        # without padding the encoding depends only on (height, width): computed once per size
+        self._cache: dict[tuple, torch.Tensor] = {}
 
     def forward(
         self,
@@ -52,7 +54,13 @@ class SinePositionEmbedding(nn.Module):
         """
         batch, _, height, width = shape
         if mask is None:
-            mask = torch.ones(batch, height, width, device=device, dtype=torch.bool)
+            key = (height, width, str(device), dtype)
+            if key not in self._cache:
+                if len(self._cache) > 64:
+                    self._cache.clear()
+                ones = torch.ones(1, height, width, device=device, dtype=torch.bool)
+                self._cache[key] = self.forward((1, 0, height, width), device, dtype, ones)
+            return self._cache[key].expand(batch, -1, -1, -1)
         valid = mask.to(torch.float32)
         y_embed = valid.cumsum(1)
         x_embed = valid.cumsum(2)

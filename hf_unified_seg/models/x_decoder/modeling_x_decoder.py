@@ -225,7 +225,9 @@ class XDecoderPreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image", "text")
     supports_gradient_checkpointing = False
-    _keys_to_ignore_on_load_unexpected = [r".*text_model\.embeddings\.position_ids"]
+    # the default class vocabulary lives only on the segmentation heads; other heads ignore it when loading
+    _keys_to_ignore_on_load_unexpected = [r".*text_model\.embeddings\.position_ids", r"default_class_.*"]
+    _keys_to_ignore_on_load_missing = [r"default_class_.*"]
 
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.init_std
@@ -531,7 +533,11 @@ class XDecoderModel(XDecoderPreTrainedModel):
 # heads
 # ----------------------------------------------------------------------------------------------------------------------
 
-LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
+# Dotted suffixes so PEFT wraps the transformer decoder's layers only (FocalNet and the pixel decoder also have
+# `fc1`/`q_proj`-style names); the text model's BERT attention is `query/key/value` (opt in).
+LORA_TARGETS = [
+    f"{block}.{proj}" for block in ("cross_attn", "self_attn") for proj in ("q_proj", "k_proj", "v_proj", "out_proj")
+] + ["ffn.fc1", "ffn.fc2"]
 LORA_TEXT_TARGETS = ["query", "key", "value"]
 
 
@@ -760,6 +766,7 @@ class XDecoderForUniversalSegmentation(_SegmentationMixin, XDecoderPreTrainedMod
     """
 
     default_lora_target_modules = LORA_TARGETS
+    default_lora_text_target_modules = LORA_TEXT_TARGETS
     default_lora_modules_to_save = ["class_embed", "mask_embed"]
 
     def __init__(self, config: XDecoderConfig) -> None:
@@ -870,6 +877,7 @@ class XDecoderForImageTextRetrieval(XDecoderPreTrainedModel):
     last-valid-token feature; scores are `exp(tau)`-scaled cosines (Eq. 4.9)."""
 
     default_lora_target_modules = LORA_TARGETS
+    default_lora_text_target_modules = LORA_TEXT_TARGETS
     default_lora_modules_to_save = ["class_embed", "mask_embed"]
 
     def __init__(self, config: XDecoderConfig) -> None:
@@ -927,6 +935,7 @@ class XDecoderForCaptioning(XDecoderPreTrainedModel):
     step on cached image features (no KV cache, spec §6)."""
 
     default_lora_target_modules = LORA_TARGETS
+    default_lora_text_target_modules = LORA_TEXT_TARGETS
     default_lora_modules_to_save = ["class_embed", "mask_embed"]
 
     def __init__(self, config: XDecoderConfig) -> None:
@@ -1040,6 +1049,7 @@ class XDecoderForPreTraining(_SegmentationMixin, XDecoderPreTrainedModel):
     enabled tasks (`config.use_*`)."""
 
     default_lora_target_modules = LORA_TARGETS
+    default_lora_text_target_modules = LORA_TEXT_TARGETS
     default_lora_modules_to_save = ["class_embed", "mask_embed"]
 
     def __init__(self, config: XDecoderConfig) -> None:
