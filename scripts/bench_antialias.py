@@ -151,7 +151,9 @@ def markdown(rows: list[dict[str, Any]], profile: dict[str, float], threads: int
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true", help="tiny model at 64 px, 2 rounds (seconds).")
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny model at 64 px, 2 rounds, no memory probe (seconds)."
+    )
     parser.add_argument("--output", type=Path, default=None, help="JSON file for the measurements.")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
@@ -170,7 +172,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for preset in models:
         for batch in batches:
             latency = measure_latency(preset, batch, size, rounds)
-            memory = {arm: measure_memory(preset, arm, batch, size, args.threads) for arm in ARMS}
+            # each memory probe is a fresh interpreter (seconds of imports): skipped in the smoke run
+            memory = {
+                arm: None if args.smoke else measure_memory(preset, arm, batch, size, args.threads) for arm in ARMS
+            }
             rows.append({"model": preset, "batch": batch, "size": size, "latency_ms": latency, "peak_mib": memory})
             print(json.dumps(rows[-1]), flush=True)
     profile = {"model": models[-1], "batch": 1, **profile_adaptive(models[-1], 1, size, max(2, rounds // 2))}
