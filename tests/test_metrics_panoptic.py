@@ -224,3 +224,24 @@ def test_bad_inputs_raise_clear_errors():
         )
     with pytest.raises(ValueError, match="nothing to compute"):
         load("panoptic_quality", categories=CATEGORIES).compute()
+
+
+def test_large_coco_style_segment_ids_give_the_same_scores(shapes):
+    """COCO panoptic ids reach 256**3 (RGB encoding); the sparse-id path must agree with the dense one."""
+    ds, categories = shapes
+    records = [ds[i] for i in range(len(ds))]
+    small = load("panoptic_quality", categories=categories).compute(predictions=records[::-1], references=records)
+    large_maps, large_info = [], []
+    for record in records:
+        ids, info = panoptic_from_record(record)
+        large_maps.append(np.where(ids > 0, ids * 65_521 + 40_000, 0))
+        large_info.append([{**s, "id": s["id"] * 65_521 + 40_000} for s in info])
+    large = load("panoptic_quality", categories=categories).compute(
+        predictions=large_maps[::-1],
+        references=large_maps,
+        prediction_segments_info=[
+            [{"id": s["id"], "category_id": s["category_id"]} for s in i] for i in large_info[::-1]
+        ],
+        reference_segments_info=large_info,
+    )
+    assert large == small and 0 < small["pq"] < 100

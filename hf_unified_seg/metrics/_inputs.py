@@ -100,3 +100,33 @@ def check_same_shape(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str, ind
             f"Example {index}: `{name_a}` has shape {tuple(a.shape)} but `{name_b}` has shape {tuple(b.shape)}; "
             "they must match (resize predictions to the reference size first, e.g. with `target_sizes`)."
         )
+
+
+# Label maps are stored in the metric's Arrow cache as raw bytes: nested int lists cost ~1 s per 500 maps of
+# 128 x 128 to write and ~2 s to read back, bytes cost next to nothing.
+PACKED_MAP_FEATURES = {"bytes": "binary", "dtype": "string", "height": "int64", "width": "int64"}
+
+
+def pack_map(array: np.ndarray) -> dict[str, Any]:
+    """An integer (H, W) map as ``{"bytes", "dtype", "height", "width"}``, in the smallest fitting little-endian type."""
+    low, high = (int(array.min()), int(array.max())) if array.size else (0, 0)
+    if low >= 0 and high < 2**8:
+        dtype = "|u1"
+    elif low >= 0 and high < 2**16:
+        dtype = "<u2"
+    elif low >= -(2**31) and high < 2**31:
+        dtype = "<i4"
+    else:
+        dtype = "<i8"
+    return {
+        "bytes": np.ascontiguousarray(array, dtype=dtype).tobytes(),
+        "dtype": dtype,
+        "height": int(array.shape[0]),
+        "width": int(array.shape[1]),
+    }
+
+
+def unpack_map(packed: dict[str, Any]) -> np.ndarray:
+    """Inverse of ``pack_map``, as int64."""
+    array = np.frombuffer(packed["bytes"], dtype=np.dtype(packed["dtype"]))
+    return array.reshape(int(packed["height"]), int(packed["width"])).astype(np.int64)

@@ -103,6 +103,32 @@ def _rle_counts(value: Any, name: str, size: tuple[int, int] | None) -> tuple[li
     return encode_masks(masks), (int(masks.shape[1]), int(masks.shape[2]))
 
 
+def _annotation(
+    annotation_id: int,
+    image_id: int,
+    label: int,
+    size: list[int],
+    counts: str,
+    iscrowd: int = 0,
+    score: float | None = None,
+) -> dict[str, Any]:
+    """One COCO annotation (reference, or detection when ``score`` is given) from its compressed RLE."""
+    rle = {"size": size, "counts": counts}
+    annotation = {
+        "id": annotation_id,
+        "image_id": image_id,
+        # shifted by one: COCO tooling treats category 0 as background in places
+        "category_id": int(label) + 1,
+        "segmentation": rle,
+        "area": float(mask_utils.area(rle)),
+        "bbox": mask_utils.toBbox(rle).tolist(),
+        "iscrowd": int(iscrowd),
+    }
+    if score is not None:
+        annotation["score"] = float(score)
+    return annotation
+
+
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class MaskAp(PreparedInputsMixin, evaluate.Metric):
     """COCO mask AP through COCOeval."""
@@ -227,18 +253,8 @@ class MaskAp(PreparedInputsMixin, evaluate.Metric):
             for counts, label, crowd in zip(ref["counts"], ref["labels"], ref["iscrowd"]):
                 if label not in known:
                     raise ValueError(f"references[{i}] has label {label}, not among the categories {sorted(known)}.")
-                rle = {"size": size, "counts": counts}
                 gt_annotations.append(
-                    {
-                        "id": len(gt_annotations) + 1,
-                        "image_id": image_id,
-                        # shifted by one: COCO tooling treats category 0 as background in places
-                        "category_id": int(label) + 1,
-                        "segmentation": rle,
-                        "area": float(mask_utils.area(rle)),
-                        "bbox": mask_utils.toBbox(rle).tolist(),
-                        "iscrowd": int(crowd),
-                    }
+                    _annotation(len(gt_annotations) + 1, image_id, label, size, counts, iscrowd=crowd)
                 )
             for counts, label, score in zip(pred["counts"], pred["labels"], pred["scores"]):
                 if label not in known:
@@ -247,19 +263,7 @@ class MaskAp(PreparedInputsMixin, evaluate.Metric):
                             f"predictions[{i}] has label {label}, not among the categories {sorted(known)}."
                         )
                     continue  # a class with no reference has no AP in COCOeval either
-                rle = {"size": size, "counts": counts}
-                dt_annotations.append(
-                    {
-                        "id": len(dt_annotations) + 1,
-                        "image_id": image_id,
-                        "category_id": int(label) + 1,
-                        "segmentation": rle,
-                        "area": float(mask_utils.area(rle)),
-                        "bbox": mask_utils.toBbox(rle).tolist(),
-                        "score": float(score),
-                        "iscrowd": 0,
-                    }
-                )
+                dt_annotations.append(_annotation(len(dt_annotations) + 1, image_id, label, size, counts, score=score))
         coco_categories = [{"id": c + 1, "name": str(c)} for c in category_ids]
         coco_gt, coco_dt = COCO(), COCO()
         coco_gt.dataset = {"images": images, "categories": coco_categories, "annotations": gt_annotations}

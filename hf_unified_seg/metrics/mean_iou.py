@@ -13,7 +13,7 @@ import evaluate
 import numpy as np
 
 from hf_unified_seg.metrics._base import PreparedInputsMixin
-from hf_unified_seg.metrics._inputs import check_same_shape, to_label_map
+from hf_unified_seg.metrics._inputs import PACKED_MAP_FEATURES, check_same_shape, pack_map, to_label_map, unpack_map
 
 _CITATION = """\
 @article{everingham2010pascal,
@@ -93,7 +93,7 @@ class MeanIou(PreparedInputsMixin, evaluate.Metric):
         self.ignore_index = ignore_index
 
     def _info(self) -> evaluate.MetricInfo:
-        label_map = datasets.List(datasets.List(datasets.Value("int32")))
+        label_map = {key: datasets.Value(kind) for key, kind in PACKED_MAP_FEATURES.items()}  # stored as raw bytes
         return evaluate.MetricInfo(
             description=_DESCRIPTION,
             citation=_CITATION,
@@ -108,8 +108,8 @@ class MeanIou(PreparedInputsMixin, evaluate.Metric):
             pred = to_label_map(pred, f"predictions[{i}]")
             ref = to_label_map(ref, f"references[{i}]")
             check_same_shape(pred, ref, "predictions", "references", i)
-            out["predictions"].append(pred.astype(np.int32))
-            out["references"].append(ref.astype(np.int32))
+            out["predictions"].append(pack_map(pred))
+            out["references"].append(pack_map(ref))
         return out
 
     def _compute(
@@ -126,7 +126,7 @@ class MeanIou(PreparedInputsMixin, evaluate.Metric):
             raise ValueError(f"`num_labels` must be a positive int (pass it to load or compute), got {num_labels!r}.")
         total = np.zeros((num_labels, num_labels), dtype=np.int64)
         for i, (pred, ref) in enumerate(zip(predictions, references)):
-            pred, ref = np.asarray(pred, dtype=np.int64), np.asarray(ref, dtype=np.int64)
+            pred, ref = unpack_map(pred), unpack_map(ref)
             valid_ref = ref != ignore_index if ignore_index is not None else np.ones(ref.shape, bool)
             bad_ref = valid_ref & ((ref < 0) | (ref >= num_labels))
             if bad_ref.any():

@@ -13,7 +13,7 @@ import evaluate
 import numpy as np
 
 from hf_unified_seg.metrics._base import PreparedInputsMixin
-from hf_unified_seg.metrics._inputs import check_same_shape, to_label_map
+from hf_unified_seg.metrics._inputs import PACKED_MAP_FEATURES, check_same_shape, pack_map, to_label_map, unpack_map
 from hf_unified_seg.metrics.adapters import normalize_segments_info, panoptic_from_any
 
 _CITATION = """\
@@ -58,7 +58,7 @@ _SEGMENTS = datasets.List({"id": datasets.Value("int64"), "category_id": dataset
 _REF_SEGMENTS = datasets.List(
     {"id": datasets.Value("int64"), "category_id": datasets.Value("int64"), "iscrowd": datasets.Value("int64")}
 )
-_MAP = datasets.List(datasets.List(datasets.Value("int32")))
+_MAP = {key: datasets.Value(kind) for key, kind in PACKED_MAP_FEATURES.items()}  # stored as raw bytes
 
 
 def parse_categories(categories: Any) -> dict[int, dict[str, Any]]:
@@ -109,15 +109,24 @@ def _compact_labels(
         seg_categories[label] = segment["category_id"]
         seg_crowd[label] = bool(segment.get("iscrowd", 0))
 
-    present, inverse = np.unique(ids, return_inverse=True)
-    lookup = np.zeros(len(present), dtype=np.int64)
-    for i, seg_id in enumerate(present.tolist()):
+    if ids.size and ids.min() < 0:
+        raise ValueError(f"{where}: segment ids must be >= 0 (0 = void), got {ids.min()}.")
+    max_id = int(ids.max()) if ids.size else 0
+    dense = max_id < max(4 * ids.size, 1 << 16)
+    if dense:  # small ids (the usual 1..N): index a table by id directly, no sorting of the pixels
+        present = np.flatnonzero(np.bincount(ids.ravel(), minlength=1))
+        positions, index = present, ids
+    else:  # e.g. RGB-encoded ids up to 256**3: index by rank among the ids present
+        present, index = np.unique(ids, return_inverse=True)
+        positions = np.arange(len(present))
+    lookup = np.zeros(max_id + 1 if dense else len(present), dtype=np.int64)
+    for position, seg_id in zip(positions.tolist(), present.tolist()):
         if seg_id == 0:
             continue
         if seg_id not in key_of:
             raise ValueError(f"{where}: segment id {seg_id} appears in the map but not in its segments_info.")
-        lookup[i] = label_of_key[key_of[seg_id]]
-    return lookup[inverse].reshape(ids.shape), seg_categories, seg_crowd
+        lookup[position] = label_of_key[key_of[seg_id]]
+    return lookup[index].reshape(ids.shape), seg_categories, seg_crowd
 
 
 def panoptic_statistics(
@@ -247,9 +256,9 @@ class PanopticQuality(PreparedInputsMixin, evaluate.Metric):
             ref = to_label_map(batch["references"][i], f"references[{i}]", allow_rgb=True)
             check_same_shape(pred, ref, "predictions", "references", i)
             for name, ids in (("predictions", pred), ("references", ref)):
-                if ids.size and (ids.min() < 0 or ids.max() >= 2**31):
-                    raise ValueError(f"{name}[{i}]: segment ids must lie in [0, 2**31), got {ids.min()}..{ids.max()}.")
-                out[name].append(ids.astype(np.int32))
+                if ids.size and ids.min() < 0:
+                    raise ValueError(f"{name}[{i}]: segment ids must be >= 0 (0 = void), got {ids.min()}.")
+                out[name].append(pack_map(ids))
             out["prediction_segments_info"].append(
                 normalize_segments_info(batch["prediction_segments_info"][i], f"prediction_segments_info[{i}]", False)
             )
@@ -271,7 +280,7 @@ class PanopticQuality(PreparedInputsMixin, evaluate.Metric):
         for i, (pred, ref, pred_info, ref_info) in enumerate(
             zip(predictions, references, prediction_segments_info, reference_segments_info)
         ):
-            stats = panoptic_statistics(np.asarray(pred), pred_info, np.asarray(ref), ref_info, table, index=i)
+            stats = panoptic_statistics(unpack_map(pred), pred_info, unpack_map(ref), ref_info, table, index=i)
             for cid, values in stats.items():
                 totals[cid] = totals.get(cid, np.zeros(4)) + values
         return summarize_panoptic(totals, table)
