@@ -81,17 +81,17 @@ def random_translate(images: torch.Tensor, max_shift: int, generator: torch.Gene
 
 
 def build_model(arm: str, num_labels: int, image_size: int) -> torch.nn.Module:
+    """The three arms; tokens per axis = image_size / 8 (PS-ViT-mini's 8x8 tokens at 64 px)."""
+    points = image_size // 8
+    common = {"num_labels": num_labels, "image_size": image_size, "num_sampling_points": points}
     if arm == "progressive":
-        config = PsVitConfig.from_preset("ps_vit_mini", num_labels=num_labels, image_size=image_size)
-        return PsVitForImageClassification(config)
+        return PsVitForImageClassification(PsVitConfig.from_preset("ps_vit_mini", **common))
     if arm == "fixed_grid":
-        config = PsVitConfig.from_preset(
-            "ps_vit_mini", num_labels=num_labels, image_size=image_size, num_sampling_iterations=1, num_hidden_layers=5
-        )
+        config = PsVitConfig.from_preset("ps_vit_mini", num_sampling_iterations=1, num_hidden_layers=5, **common)
         return PsVitForImageClassification(config)
     config = ViTConfig(
         image_size=image_size,
-        patch_size=image_size // 8,
+        patch_size=8,
         hidden_size=64,
         num_hidden_layers=6,
         num_attention_heads=2,
@@ -229,7 +229,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--train-images", type=int, default=2000)
     parser.add_argument("--val-images", type=int, default=500)
-    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--image-size", type=int, default=64, help="multiple of 8 (tokens per axis = size / 8)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup-epochs", type=int, default=1)
@@ -239,7 +239,10 @@ def main() -> None:
     parser.add_argument("--verbose", action="store_true", help="print the mean loss of every epoch")
     args = parser.parse_args()
     if args.smoke:
-        args.seeds, args.epochs, args.train_images, args.val_images = args.seeds[:1], 1, 128, 64
+        args.seeds, args.epochs, args.train_images, args.val_images = args.seeds[:1], 1, 64, 32
+        args.batch_size, args.image_size = 32, 32
+    if args.image_size % 8:
+        parser.error("--image-size must be a multiple of 8")
     torch.set_num_threads(args.threads)
 
     train_data = load_split("train", args.train_images, args.image_size, seed=0)
