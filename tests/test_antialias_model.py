@@ -57,6 +57,27 @@ def test_parameter_counts_match_spec(preset, expected):
     assert all(m.kernel_size == 3 and m.groups == 8 for m in filters)
 
 
+@pytest.mark.parametrize(
+    ("preset", "options", "expected"),
+    [
+        ("resnet34", {}, 22_711_064),
+        ("resnet152", {}, 61_977_112),
+        ("resnet18", {"aa_kernel_size": 5}, 18_732_312),  # the predictor kernel grows with k (spec §2.7)
+        ("resnet50", {"aa_kernel_size": 5}, 39_319_832),
+        ("resnet101", {"aa_kernel_size": 5}, 58_311_960),
+        ("resnet18", {"aa_groups": 1}, 11_803_686),
+        ("resnet50", {"aa_groups": 1}, 25_780_070),
+        ("resnet101", {"aa_groups": 1}, 44_772_198),
+    ],
+)
+def test_parameter_counts_of_other_sizes_and_settings(preset, options, expected):
+    with torch.device("meta"):
+        model = AntiAliasedResNetForImageClassification(
+            AntiAliasedResNetConfig.from_preset(preset, num_labels=1000, **options)
+        )
+    assert _count(model) == expected
+
+
 def test_plain_and_blur_counts_equal_transformers_resnet():
     with torch.device("meta"):
         reference = ResNetForImageClassification(ResNetConfig(num_labels=1000))  # ResNet-50

@@ -536,7 +536,10 @@ class AntiAliasedResNetDeepLabV3PlusHead(nn.Module):
 class AntiAliasedResNetForSemanticSegmentation(AntiAliasedResNetPreTrainedModel):
     """
     DeepLabv3+ on the anti-aliased ResNet. The backbone runs at `config.semantic_output_stride` (16 by default:
-    stage 4 dilated, its filters kept at stride 1); logits come out at 1/4 of the input resolution.
+    stage 4 dilated, its filters kept at stride 1); logits come out at 1/4 of the input resolution. The backbone's
+    dilation pattern follows from `semantic_output_stride` alone (`config.replace_stride_with_dilation` applies to the
+    base model and `AntiAliasedResNetBackbone`), and its parameter names match the classifier's (`resnet.*`), so an
+    ImageNet-style classification checkpoint initialises it directly.
     """
 
     # PEFT's LoRA conv ignores dilation, so the dilated 3x3 convs of the OS16/OS8 stages cannot be targeted: the
