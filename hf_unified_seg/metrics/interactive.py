@@ -34,7 +34,8 @@ are not clicked again). The model sees all clicks so far and returns a mask; the
 or, like the reference code, once IoU >= `stop_iou` (default 0.90), padding the remaining rounds with the last IoU.
 NoC@t is the 1-based index of the first click whose IoU >= t, or `max_clicks` when none reaches t (a failure);
 K-NoC@t uses a budget of K clicks; NoF@t counts the failures; mIoU@k is the mean IoU after k clicks
-(`miou@1` is SEEM's 1-IoU). IoUs are percentages (0-100); NoC values are click counts.
+(`miou@1` is SEEM's 1-IoU). IoUs are percentages (0-100); NoC values are click counts. For single-prompt protocols
+such as PSALM's COCO-Interactive (mIoU and cIoU per prompt type), score the masks with the `referring` metric.
 """
 
 _KWARGS_DESCRIPTION = """

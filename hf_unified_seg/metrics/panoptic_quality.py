@@ -48,7 +48,8 @@ Args:
     categories: (init or compute) list of `{"id", "isthing", "name"?}` (e.g. `hf_unified_seg.data.get_categories(ds)`).
 Returns:
     pq, sq, rq, pq_things, sq_things, rq_things, pq_stuff, sq_stuff, rq_stuff (percent; NaN when a group has no
-    category that occurs), n, n_things, n_stuff (categories averaged over), per_category {name: {pq, sq, rq, tp, fp, fn}}.
+    category that occurs), n, n_things, n_stuff (categories averaged over), and
+    per_category {name (id when names repeat): {pq, sq, rq, tp, fp, fn}}.
 Example:
     >>> pq = hf_unified_seg.metrics.load("panoptic_quality", categories=[{"id": 0, "isthing": 1}])
     >>> pq.compute(predictions=[ids], references=[ids], prediction_segments_info=[info], reference_segments_info=[info])
@@ -79,6 +80,10 @@ def parse_categories(categories: Any) -> dict[int, dict[str, Any]]:
         parsed[cid] = {"isthing": bool(category["isthing"]), "name": str(category.get("name", cid))}
     if not parsed:
         raise ValueError("`categories` is empty.")
+    names = [c["name"] for c in parsed.values()]
+    if len(set(names)) < len(names):  # per-category results are keyed by name; fall back to ids when ambiguous
+        for cid, category in parsed.items():
+            category["name"] = str(cid)
     return parsed
 
 
