@@ -259,7 +259,9 @@ class XDecoderImageProcessor(SemanticImageProcessorBase):
             target_sizes = target_sizes.tolist()
         if not self.do_resize:
             return [tuple(int(v) for v in s) for s in target_sizes]
-        return [self.resized_hw(int(h), int(w), self.size) for h, w in target_sizes]
+        # `size` may have been assigned as a plain dict after construction
+        size = self.size if isinstance(self.size, SizeDict) else SizeDict(**self.size)
+        return [self.resized_hw(int(h), int(w), size) for h, w in target_sizes]
 
     def post_process_semantic_segmentation(
         self,

@@ -75,15 +75,43 @@ class XDecoderProcessor(ProcessorMixin):
         self.max_text_len = max_text_len
         super().__init__(image_processor, tokenizer, **kwargs)
 
+    @classmethod
+    def _load_tokenizer_from_pretrained(
+        cls, sub_processor_type, pretrained_model_name_or_path, subfolder="", **kwargs
+    ):
+        # A checkpoint saved with only the image processor (the workflow trainer saves that) still loads: the
+        # tokenizer is then the one of the model's text encoder (`config.tokenizer_name_or_path`, default MiniLM).
+        try:
+            return super()._load_tokenizer_from_pretrained(
+                sub_processor_type, pretrained_model_name_or_path, subfolder=subfolder, **kwargs
+            )
+        except (OSError, ValueError, TypeError):
+            from .configuration_x_decoder import default_text_model_path
+
+            name = None
+            try:
+                from transformers import AutoConfig
+
+                name = getattr(
+                    AutoConfig.from_pretrained(pretrained_model_name_or_path), "tokenizer_name_or_path", None
+                )
+            except (OSError, ValueError):
+                pass
+            return AutoTokenizer.from_pretrained(name or default_text_model_path())
+
     # ------------------------------------------------------------------ text
 
-    def _tokenize(self, texts: list[str], argument: str) -> dict[str, torch.Tensor]:
+    def _tokenize(self, texts: list[str], argument: str, truncation: bool = False) -> dict[str, torch.Tensor]:
+        """Tokenize with checks; over-long texts raise unless `truncation` (training data) cuts them to
+        `max_text_len` tokens (the final `[SEP]` is kept)."""
         for text in texts:
             if not isinstance(text, str):
                 raise TypeError(f"`{argument}` must contain strings, got {type(text).__name__}.")
             if not text.strip():
                 raise ValueError(f"`{argument}` contains an empty string; every text must have at least one word.")
-        encoded = self.tokenizer(texts, padding="longest", truncation=False, return_tensors="pt")
+        encoded = self.tokenizer(
+            texts, padding="longest", truncation=truncation, max_length=self.max_text_len, return_tensors="pt"
+        )
         lengths = encoded["attention_mask"].sum(-1)
         if int(lengths.max()) > self.max_text_len:
             worst = int(lengths.argmax())
@@ -179,8 +207,11 @@ class XDecoderProcessor(ProcessorMixin):
         flat = torch.nn.functional.normalize(flat, dim=-1).view(ids.shape[0], ids.shape[1], -1)
         return torch.nn.functional.normalize(flat.mean(dim=1), dim=-1)
 
-    def encode_referring_texts(self, referring_texts: list[str] | list[list[str]]) -> dict[str, torch.Tensor]:
-        """`(B, T)` ids for one phrase per image, `(B, R, T)` for `R` phrases per image (same `R` for all)."""
+    def encode_referring_texts(
+        self, referring_texts: list[str] | list[list[str]], truncation: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """`(B, T)` ids for one phrase per image, `(B, R, T)` for `R` phrases per image (same `R` for all); over-long
+        phrases raise unless `truncation`."""
         if isinstance(referring_texts, str):
             referring_texts = [referring_texts]
         if not isinstance(referring_texts, (list, tuple)) or not referring_texts:
@@ -188,7 +219,7 @@ class XDecoderProcessor(ProcessorMixin):
                 "`referring_texts` must be a non-empty list (one phrase or one list of phrases per image)."
             )
         if all(isinstance(t, str) for t in referring_texts):
-            encoded = self._tokenize(list(referring_texts), "referring_texts")
+            encoded = self._tokenize(list(referring_texts), "referring_texts", truncation)
             return {"referring_input_ids": encoded["input_ids"], "referring_attention_mask": encoded["attention_mask"]}
         if not all(isinstance(t, (list, tuple)) for t in referring_texts):
             raise TypeError("`referring_texts` must be a list of strings or a list of lists of strings.")
@@ -198,7 +229,7 @@ class XDecoderProcessor(ProcessorMixin):
                 f"`referring_texts` must give the same non-zero number of phrases for every image, got {sorted(counts)}."
             )
         num = counts.pop()
-        encoded = self._tokenize([p for row in referring_texts for p in row], "referring_texts")
+        encoded = self._tokenize([p for row in referring_texts for p in row], "referring_texts", truncation)
         shape = (len(referring_texts), num, -1)
         return {
             "referring_input_ids": encoded["input_ids"].view(shape),
