@@ -12,7 +12,7 @@ import pytest
 
 from hf_unified_seg.data import build_shapesworld, get_categories, instance_masks, load_shapesworld
 from hf_unified_seg.data.records import rgb_to_ids
-from hf_unified_seg.data.shapes import COLORS, PATTERN_WORDS, SIZES, THING_SHAPES, shape_mask
+from hf_unified_seg.data.shapes import COLORS, PATTERN_WORDS, SIZES, THING_SHAPES, polygon_mask, shape_mask
 from hf_unified_seg.data.shapesworld import DEFAULT_HELD_OUT, generate_split
 
 
@@ -87,6 +87,34 @@ def test_panoptic_semantic_instance_consistency(small_ds):
         assert all(s["depth"] == -1 for s in segs if not s["isthing"])
 
 
+def test_polygon_fill_matches_a_float_ray_casting_reference():
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[-12:13, -12:13]
+    for _ in range(20):
+        n = int(rng.integers(3, 9))
+        angles = np.sort(rng.uniform(0, 2 * np.pi, n))
+        radii = rng.uniform(3, 12, n)
+        verts = [(int(round(r * np.cos(a))), int(round(r * np.sin(a)))) for a, r in zip(angles, radii)]
+        ours = polygon_mask(verts, xx, yy)
+        # reference: classic float crossing-number test, plus exact on-segment points (which count as inside)
+        ref = np.zeros(xx.shape, bool)
+        on = np.zeros(xx.shape, bool)
+        for k in range(n):
+            (x1, y1), (x2, y2) = verts[k], verts[(k + 1) % n]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                x_cross = x1 + (yy - y1) * (x2 - x1) / (y2 - y1)
+            ref ^= ((y1 > yy) != (y2 > yy)) & (xx < x_cross)
+            seg_len = np.hypot(x2 - x1, y2 - y1)
+            d1, d2 = np.hypot(xx - x1, yy - y1), np.hypot(xx - x2, yy - y2)
+            on |= np.abs(d1 + d2 - seg_len) < 1e-9
+        np.testing.assert_array_equal(ours[~on], ref[~on])
+        assert ours[on].all()
+    # the thing shapes are mirror-symmetric where the shape is
+    for name in ("triangle", "star", "hexagon", "pentagon", "heart", "square", "diamond", "cross", "circle"):
+        m = shape_mask(name, 17)
+        np.testing.assert_array_equal(m, m[:, ::-1])
+
+
 def test_occlusion_follows_depth():
     for sc in generate_split("train", 40, 96, seed=1, min_things=4, max_things=6):
         depth = {s["id"]: s["depth"] for s in sc["segments_info"] if s["isthing"]}
@@ -125,7 +153,7 @@ def test_pixels_are_pinned():
     for sc in generate_split("train", 2, 64, seed=0):
         h.update(sc["image"].tobytes())
         h.update(sc["ids"].astype("<i4").tobytes())
-    assert h.hexdigest() == "88618e6e66617165e694143761c9541619269282d4bbb6be32c8de7b8f18ea52"
+    assert h.hexdigest() == "53317ef2853c0c104379f2650aa846ad43fb5affa52f22ae215ff0da38e468da"
 
 
 # --------------------------------------------------------------------------- independent referring resolver

@@ -1,7 +1,7 @@
 """Integer-only rasterisation of the ShapesWorld thing shapes, fill patterns and stuff textures.
 
 Everything here uses integer arithmetic (vertex tables in units of 1/1000 of the shape radius, integer
-distance tests, PIL polygon fill on integer vertices) and integer draws from a seeded
+distance tests, an integer even-odd polygon fill rather than a library rasteriser) and integer draws from a seeded
 :class:`numpy.random.Generator`, so the same seed yields byte-identical pixels on every platform: no
 transcendental function (sin, exp, ...) whose last bit could differ between math libraries is ever evaluated.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-from PIL import Image, ImageDraw
 
 THING_SHAPES: tuple[str, ...] = (
     "circle",
@@ -99,6 +98,40 @@ _POLYGONS: dict[str, tuple[tuple[int, int], ...]] = {
 }
 
 
+def _scale(v: int, r: int) -> int:
+    """``round(v * r / 1000)`` in integers, rounding halves away from zero so shapes stay mirror-symmetric."""
+    q = (abs(v) * r + 500) // 1000
+    return q if v >= 0 else -q
+
+
+def polygon_mask(vertices: list[tuple[int, int]], px: np.ndarray, py: np.ndarray) -> np.ndarray:
+    """Even-odd fill of an integer polygon sampled at the integer points ``(px, py)`` (broadcast together).
+
+    Pure integer arithmetic (no rasteriser whose edge rules could change between library versions): a point is
+    inside when a ray towards +x crosses the boundary an odd number of times; each crossing test
+    ``px < x1 + (py - y1) * (x2 - x1) / (y2 - y1)`` is multiplied out by ``y2 - y1``. Points exactly on an edge
+    count as inside.
+    """
+    px, py = np.broadcast_arrays(np.asarray(px, np.int64), np.asarray(py, np.int64))
+    inside = np.zeros(px.shape, bool)
+    on_edge = np.zeros(px.shape, bool)
+    n = len(vertices)
+    for k in range(n):
+        x1, y1 = vertices[k]
+        x2, y2 = vertices[(k + 1) % n]
+        # on the segment: collinear and within its bounding box
+        cross = (x2 - x1) * (py - y1) - (y2 - y1) * (px - x1)
+        on_edge |= (cross == 0) & (px >= min(x1, x2)) & (px <= max(x1, x2)) & (py >= min(y1, y2)) & (py <= max(y1, y2))
+        if y1 == y2:
+            continue
+        spans = (py >= min(y1, y2)) & (py < max(y1, y2))  # half-open: a vertex is counted once
+        lhs = (px - x1) * (y2 - y1)
+        rhs = (py - y1) * (x2 - x1)
+        left = lhs < rhs if y2 > y1 else lhs > rhs
+        inside ^= spans & left
+    return inside | on_edge
+
+
 @lru_cache(maxsize=4096)
 def shape_mask(shape: str, radius: int) -> np.ndarray:
     """Boolean mask (2r+1, 2r+1) of ``shape`` centred at (r, r); cached and read-only."""
@@ -124,11 +157,8 @@ def shape_mask(shape: str, radius: int) -> np.ndarray:
         # |dx| / (0.65 r) + |dy| / r <= 1, multiplied out to stay in integers
         mask = 100 * np.abs(dx) + 65 * np.abs(dy) <= 65 * r
     elif shape in _POLYGONS:
-        canvas = Image.new("L", (2 * r + 1, 2 * r + 1), 0)
-        # floor division keeps the vertices integer (and exact) for every radius
-        pts = [(r + (vx * r) // 1000, r + (vy * r) // 1000) for vx, vy in _POLYGONS[shape]]
-        ImageDraw.Draw(canvas).polygon(pts, fill=1)
-        mask = np.asarray(canvas, dtype=bool)
+        pts = [(_scale(vx, r), _scale(vy, r)) for vx, vy in _POLYGONS[shape]]
+        mask = polygon_mask(pts, dx, dy)
     else:
         raise ValueError(f"`shape` must be one of {THING_SHAPES}, got {shape!r}")
     mask = np.ascontiguousarray(mask)
