@@ -245,3 +245,19 @@ def test_large_coco_style_segment_ids_give_the_same_scores(shapes):
         reference_segments_info=large_info,
     )
     assert large == small and 0 < small["pq"] < 100
+
+
+def test_reference_segment_left_void_by_the_prediction_is_a_miss():
+    """COCO counts an unpredicted (void) reference segment as a false negative (torchmetrics skips it)."""
+    ref = np.zeros((4, 4), dtype=np.int64)
+    ref[:, :2] = 1
+    ref[:, 2:] = 2
+    pred = np.where(ref == 2, 5, 0)  # segment 1 left void, segment 2 found
+    result = load("panoptic_quality", categories=CATEGORIES).compute(
+        predictions=[pred],
+        references=[ref],
+        prediction_segments_info=[[{"id": 5, "category_id": 1}]],
+        reference_segments_info=[[{"id": 1, "category_id": 0}, {"id": 2, "category_id": 1}]],
+    )
+    assert result["per_category"]["c0"]["fn"] == 1 and result["per_category"]["c1"]["pq"] == 100.0
+    assert result["pq"] == pytest.approx(50.0)

@@ -33,7 +33,11 @@ match when IoU > 0.5, where the union leaves out the predicted pixels that fall 
 reference segments are false negatives except crowd regions (iscrowd = 1); an unmatched predicted segment is a
 false positive unless more than half of it lies on void or on a crowd region of its own category. Stuff segments of
 the same category in one image are merged first (the COCO format allows one per category; transformers' post-processing
-fuses them the same way). All scores are percentages (0-100), like the papers.
+fuses them the same way). There is no minimum segment area, as in panopticapi: dropping small segments is the
+post-processing's job. torchmetrics' PanopticQuality gives the same numbers except where predictions leave pixels
+void (it also removes reference pixels predicted void from the union, and does not count a reference segment that is
+mostly predicted void as a false negative) and on crowd regions (it has none). All scores are percentages (0-100),
+like the papers.
 """
 
 _KWARGS_DESCRIPTION = """
