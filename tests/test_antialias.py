@@ -206,16 +206,16 @@ def test_invalid_arguments_raise():
         AdaptiveBlurPool(8, groups=2)(torch.randn(1, 6, 8, 8))
 
 
-@pytest.mark.parametrize(("stride", "size"), [(2, 19), (2, 7), (1, 6)])
+@pytest.mark.parametrize(("stride", "size"), [(2, 17), (2, 7), (1, 6)])
 def test_local_filter_gradients(stride, size):
     # wide maps take the de-interleaved forward path, small ones the strided-slice path; both use the custom backward
-    padded = torch.randn(2, 4, size, size, dtype=torch.float64, requires_grad=True)
+    padded = torch.randn(1, 4, size, size, dtype=torch.float64, requires_grad=True)
     out_size = (size - 3) // stride + 1
-    weights = torch.rand(2, 2, 9, out_size, out_size, dtype=torch.float64, requires_grad=True)
+    weights = torch.rand(1, 2, 9, out_size, out_size, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda x, w: apply_local_filters(x, w, 3, stride), (padded, weights))
     # and against autograd through an unfold formulation
     out = apply_local_filters(padded, weights, 3, stride)
-    cols = F.unfold(padded, 3, stride=stride).view(2, 2, 2, 9, out_size, out_size)
+    cols = F.unfold(padded, 3, stride=stride).view(1, 2, 2, 9, out_size, out_size)
     reference = (cols * weights[:, :, None]).sum(3).view_as(out)
     grad = torch.randn_like(out)
     ours = torch.autograd.grad(out, (padded, weights), grad)
