@@ -235,7 +235,8 @@ def main() -> None:
     parser.add_argument("--warmup-epochs", type=int, default=1)
     parser.add_argument("--label-smoothing", type=float, default=0.1)
     parser.add_argument("--max-shift", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=2)
+    # one thread: on a shared, oversubscribed CPU the OpenMP threads of small ops mostly wait on each other
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--verbose", action="store_true", help="print the mean loss of every epoch")
     args = parser.parse_args()
     if args.smoke:
