@@ -323,6 +323,8 @@ def test_dataset_dict_and_disk_round_trip(tmp_path):
         ({"background": "plain"}, "background"),
         ({"held_out": ("dodecahedron",)}, "held_out"),
         ({"num_images": -1}, "num_images"),
+        ({"seed": -1}, "seed"),
+        ({"seed": 1.5}, "seed"),
     ],
 )
 def test_bad_input(kwargs, match):

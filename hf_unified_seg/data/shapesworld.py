@@ -513,6 +513,8 @@ def generate_split(
         num_images = DEFAULT_NUM_IMAGES[split]
     if isinstance(num_images, bool) or not isinstance(num_images, (int, np.integer)) or num_images < 0:
         raise ValueError(f"`num_images` must be a non-negative int, got {num_images!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"`seed` must be a non-negative int, got {seed!r}")
     categories = shapesworld_categories(opts["held_out"])
     scenes = []
     for index in range(int(num_images)):
