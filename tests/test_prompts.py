@@ -100,6 +100,16 @@ def test_next_click_seem_rule_and_exclude():
         next_click(gt, pred, rule="nearest")
 
 
+def test_next_click_ritm_rule_prefers_the_widest_error():
+    gt = np.zeros((30, 30), bool)
+    gt[0:2, 0:30] = True  # a 2-px-thin strip of 60 px, entirely missed
+    pred = np.zeros_like(gt)
+    pred[10:15, 10:15] = True  # a compact 25-px false positive: smaller area, larger inscribed disc
+    assert next_click(gt, pred).is_positive  # largest region by area
+    c = next_click(gt, pred, rule="ritm")
+    assert not c.is_positive and (c.x, c.y) == (12, 12)
+
+
 def test_clicks_to_masks():
     pos, neg = clicks_to_masks([Click(3, 4, True), Click(8, 8, False)], (10, 12))
     assert pos.sum() == 9 and pos[3:6, 2:5].all() and neg.sum() == 9 and neg[7:10, 7:10].all()

@@ -80,9 +80,11 @@ def next_click(gt_mask: Any, pred_mask: Any, rule: str = "largest_region", exclu
         gt_mask: (H, W) ground-truth mask.
         pred_mask: (H, W) predicted mask (bool, 0/1, or probabilities thresholded at 0.5).
         rule: ``"largest_region"`` (default): the click goes to the largest connected error region (missed
-            foreground or false positive, 4-connectivity; ties prefer missed foreground). ``"seem"``: SEEM's
-            training rule, positive if the total missed area exceeds the total false-positive area, placed at
-            the distance-transform maximum of that whole error map.
+            foreground or false positive, 4-connectivity; ties prefer missed foreground). ``"ritm"``: the
+            RITM / SimpleClick evaluation rule, the error map (missed or false positive) whose distance-transform
+            maximum is larger wins (the widest error, not the largest by area; ties go negative). ``"seem"``:
+            SEEM's training rule, positive if the total missed area exceeds the total false-positive area.
+            In every rule the click sits at the distance-transform maximum of the chosen region.
         exclude: optional (H, W) mask of pixels that may not be clicked again (e.g. earlier clicks).
 
     Returns:
@@ -106,8 +108,14 @@ def next_click(gt_mask: Any, pred_mask: Any, rule: str = "largest_region", exclu
         positive = int(fn.sum()) > int(fp.sum())
         x, y = _farthest_point(fn if positive else fp)
         return Click(x, y, positive)
+    if rule == "ritm":
+        fn_dist, fp_dist = interior_distance(fn), interior_distance(fp)
+        positive = fn_dist.max() > fp_dist.max()
+        dist = fn_dist if positive else fp_dist
+        y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
+        return Click(int(x), int(y), bool(positive))
     if rule != "largest_region":
-        raise ValueError(f"`rule` must be 'largest_region' or 'seem', got {rule!r}")
+        raise ValueError(f"`rule` must be 'largest_region', 'ritm' or 'seem', got {rule!r}")
     best: tuple[int, bool, np.ndarray] | None = None
     for positive, err in ((True, fn), (False, fp)):
         labels, n = ndimage.label(err)
