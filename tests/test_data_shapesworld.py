@@ -153,7 +153,7 @@ def test_pixels_are_pinned():
     for sc in generate_split("train", 2, 64, seed=0):
         h.update(sc["image"].tobytes())
         h.update(sc["ids"].astype("<i4").tobytes())
-    assert h.hexdigest() == "53317ef2853c0c104379f2650aa846ad43fb5affa52f22ae215ff0da38e468da"
+    assert h.hexdigest() == "94609e20eec9b3ca294a01d75e5ddf1dd893e18c4a1120456b6bc6648a2138e7"
 
 
 # --------------------------------------------------------------------------- independent referring resolver

@@ -205,6 +205,24 @@ def _blocky(rng: np.random.Generator, s: int, block: int, amp: int) -> np.ndarra
     return np.repeat(np.repeat(coarse, block, 0), block, 1)[:s, :s]
 
 
+def _smooth(rng: np.random.Generator, s: int, block: int, amp: int) -> np.ndarray:
+    """Value noise: a coarse integer grid bilinearly interpolated in integer arithmetic (soft blobs)."""
+    n = s // block + 2
+    c = _noise(rng, (n, n), amp).astype(np.int64)
+    pos = np.arange(s)
+    i, f = pos // block, pos % block
+    fy, fx = f[:, None], f[None, :]
+    iy, ix = i[:, None], i[None, :]
+    b = block
+    total = (
+        c[iy, ix] * (b - fy) * (b - fx)
+        + c[iy + 1, ix] * fy * (b - fx)
+        + c[iy, ix + 1] * (b - fy) * fx
+        + c[iy + 1, ix + 1] * fy * fx
+    )
+    return (total // (b * b)).astype(np.int16)
+
+
 def stuff_texture(name: str, rng: np.random.Generator, image_size: int) -> np.ndarray:
     """A visibly textured (S, S, 3) uint8 image of stuff class ``name``."""
     s = int(image_size)
@@ -212,7 +230,7 @@ def stuff_texture(name: str, rng: np.random.Generator, image_size: int) -> np.nd
     if name == "sky":
         top, bottom = np.array([95, 155, 230], np.int16), np.array([185, 215, 245], np.int16)
         base = top + (bottom - top) * y[..., None].astype(np.int32) // max(1, s - 1)
-        clouds = np.maximum(_blocky(rng, s, max(2, s // 16), 60), 0)  # bright puffs
+        clouds = np.maximum(_smooth(rng, s, max(2, s // 8), 90) - 20, 0)  # soft bright puffs
         img = base + clouds[..., None] + _noise(rng, (s, s), 4)[..., None]
     elif name == "wall":
         h = max(4, s // 16)
