@@ -311,7 +311,11 @@ def test_dataset_dict_and_disk_round_trip(tmp_path):
     for ra, rb in zip(dd["train"], back["train"]):
         for xa, xb in zip(_arrays(ra), _arrays(rb)):
             np.testing.assert_array_equal(xa, xb)
-    assert get_categories(dd["train"].select([0, 1])) == get_categories(dd)
+    # the categories table survives the usual transformations
+    cats = get_categories(dd)
+    assert get_categories(dd["train"].select([0, 1])) == cats
+    assert get_categories(dd["train"].map(lambda r: r)) == cats
+    assert get_categories(datasets.concatenate_datasets([dd["train"], dd["val"]])) == cats
 
 
 @pytest.mark.parametrize(
