@@ -316,6 +316,9 @@ def test_dataset_dict_and_disk_round_trip(tmp_path):
     assert get_categories(dd["train"].select([0, 1])) == cats
     assert get_categories(dd["train"].map(lambda r: r)) == cats
     assert get_categories(datasets.concatenate_datasets([dd["train"], dd["val"]])) == cats
+    other = load_shapesworld("train", 1, 32, held_out=("star",))
+    with pytest.raises(ValueError, match="categories tables differ"):
+        get_categories(datasets.concatenate_datasets([dd["train"], other]))
 
 
 @pytest.mark.parametrize(

@@ -154,25 +154,40 @@ def get_categories(dataset: Any) -> list[dict[str, Any]]:
         return normalize_categories(dataset)
     if not isinstance(dataset, datasets.Dataset):
         raise TypeError(f"`dataset` must be a datasets.Dataset or DatasetDict, got {type(dataset).__name__}")
-    description = dataset.info.description or ""
-    try:
-        payload = json.loads(description)[_INFO_KEY]
-    except (ValueError, KeyError, TypeError):
-        payload = None
-    if payload is not None:
-        return normalize_categories(payload["categories"])
+    payloads = _payloads(dataset.info.description or "")
+    if payloads:
+        tables = [normalize_categories(p["categories"]) for p in payloads]
+        if any(t != tables[0] for t in tables[1:]):
+            raise ValueError("`dataset` concatenates datasets whose categories tables differ; align them first")
+        return tables[0]
     label = dataset.features.get("label")
     if isinstance(label, datasets.ClassLabel):
         return normalize_categories(label.names)
     raise ValueError("`dataset` carries no categories table (it was not built by hf_unified_seg.data)")
 
 
+def _payloads(description: str) -> list[dict[str, Any]]:
+    """Our JSON payloads in a description; ``concatenate_datasets`` joins distinct descriptions with blank lines."""
+    decoder = json.JSONDecoder()
+    out, pos = [], 0
+    while pos < len(description):
+        start = description.find("{", pos)
+        if start < 0:
+            break
+        try:
+            obj, pos = decoder.raw_decode(description, start)
+        except ValueError:
+            break
+        if isinstance(obj, dict) and isinstance(obj.get(_INFO_KEY), dict) and "categories" in obj[_INFO_KEY]:
+            out.append(obj[_INFO_KEY])
+    return out
+
+
 def get_metadata(dataset: datasets.Dataset) -> dict[str, Any]:
-    """The free-form metadata stored next to the categories table (split, seed, options, ...)."""
-    try:
-        return dict(json.loads(dataset.info.description)[_INFO_KEY])
-    except (ValueError, KeyError, TypeError):
-        return {}
+    """The free-form metadata stored next to the categories table (split, seed, options, ...) of the first
+    dataset that went into ``dataset``."""
+    payloads = _payloads(dataset.info.description or "")
+    return dict(payloads[0]) if payloads else {}
 
 
 # --------------------------------------------------------------------------- encodings
