@@ -34,6 +34,13 @@ class ModelArguments:
             "help": "Named size of the config when training from scratch (e.g. 'tiny'; see the config's presets)."
         },
     )
+    config_overrides: str | None = field(
+        default=None,
+        metadata={
+            "help": "Comma-separated config fields for a model built from scratch, e.g. "
+            "'hidden_dropout_prob=0.1,aa_mode=blur' (values parsed as JSON when possible)."
+        },
+    )
     task: str | None = field(
         default=None,
         metadata={

@@ -92,6 +92,22 @@ def _image_processor_for_config(config: Any) -> Any:
     return entry()
 
 
+def parse_config_overrides(text: str | None) -> dict[str, Any]:
+    """`"a=1,b=true,c=blur"` -> `{"a": 1, "b": True, "c": "blur"}` (JSON values where they parse)."""
+    out: dict[str, Any] = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"config_overrides entries must look like key=value, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value.strip()
+    return out
+
+
 def build_model_and_processor(
     model_args: ModelArguments, categories: list[dict[str, Any]]
 ) -> tuple[torch.nn.Module, Any, TrainingTask]:
@@ -103,6 +119,8 @@ def build_model_and_processor(
     id2label, label2id = _labels_from_categories(categories)
     name = model_args.model_name_or_path
     if _is_pretrained_reference(name):
+        if model_args.config_overrides:
+            raise ValueError("config_overrides only applies to models built from a model_type, not to saved models")
         config = AutoConfig.from_pretrained(name, trust_remote_code=model_args.trust_remote_code)
         task = get_training_task(model_args.task) if model_args.task else _task_from_config(config)
         task = task or get_training_task(DEFAULT_TASK)
@@ -123,7 +141,8 @@ def build_model_and_processor(
             raise ValueError(
                 f"model_name_or_path {name!r} is neither a saved model directory, a Hub id nor a registered model_type"
             ) from None
-        kwargs = {"id2label": id2label, "label2id": label2id, "num_labels": len(id2label)}
+        kwargs = {**parse_config_overrides(model_args.config_overrides)}
+        kwargs.update(id2label=id2label, label2id=label2id, num_labels=len(id2label))
         if model_args.preset:
             if not hasattr(config_cls, "from_preset"):
                 raise ValueError(f"{config_cls.__name__} has no presets; drop --preset")
@@ -179,10 +198,12 @@ def _trackers(report_to: str) -> list[str]:
     return [t.strip() for t in report_to.split(",") if t.strip()]
 
 
-def parameter_checksum(model: torch.nn.Module) -> str:
-    """sha256 of every parameter and buffer, in name order (identical weights <=> identical digest)."""
+def parameter_checksum(model: torch.nn.Module, buffers: bool = True) -> str:
+    """sha256 of every parameter (and buffer), in name order (identical weights <=> identical digest)."""
     h = hashlib.sha256()
-    for name, t in sorted(unwrap_model(model).state_dict().items()):
+    base = unwrap_model(model)
+    tensors = base.state_dict() if buffers else dict(base.named_parameters())
+    for name, t in sorted(tensors.items()):
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
@@ -220,7 +241,11 @@ def train(
     if training_args.resume_from_checkpoint:
         resume_from = resolve_checkpoint(training_args.resume_from_checkpoint, output_dir)
 
+    # Under `accelerate launch --multi_gpu` / torchrun on a machine without CUDA, run gloo DDP on CPU instead of
+    # silently starting independent single-process runs.
+    distributed_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
     accelerator = Accelerator(
+        cpu=distributed_cpu,
         mixed_precision=training_args.mixed_precision,
         gradient_accumulation_steps=training_args.gradient_accumulation_steps,
         log_with=_trackers(training_args.report_to) or None,
@@ -259,6 +284,9 @@ def train(
         collate_fn=make_collate_fn(task, processor, unwrap_model(model).config),
         num_workers=training_args.dataloader_num_workers,
         drop_last=True,
+        # DataLoader draws a worker base seed per epoch; from its own generator it leaves the global RNG (dropout)
+        # untouched, so a resumed run draws the same dropout masks as an uninterrupted one.
+        generator=torch.Generator().manual_seed(training_args.seed),
     )
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -340,7 +368,11 @@ def train(
     eval_metrics: dict[str, float] = {}
     stop = global_step >= max_steps
     while not stop:
+        # Accelerate's loaders count their own iterations and push that count into the sampler on every pass;
+        # set it explicitly so a resumed run (fresh loaders) reads the same permutation as the original run.
         sampler.set_epoch(epoch)
+        if hasattr(train_dl, "set_epoch"):
+            train_dl.set_epoch(epoch)
         loader = accelerator.skip_first_batches(train_dl, batches_in_epoch) if batches_in_epoch else train_dl
         for batch in loader:
             with accelerator.accumulate(model):
@@ -406,6 +438,13 @@ def train(
     if not training_args.skip_final_eval:
         eval_metrics = evaluate_now()
 
+    # Parameters must already agree across ranks (DDP averages gradients). BatchNorm running statistics are
+    # buffers each rank updates from its own batch; DDP re-broadcasts them from rank 0 before every forward, so
+    # do the same once more to leave every rank with the model that rank 0 saves.
+    param_checksums = gather_object([parameter_checksum(model, buffers=False)])
+    if accelerator.num_processes > 1:
+        for buf in accelerator.unwrap_model(model).buffers():
+            torch.distributed.broadcast(buf.data, src=0)
     checksums = gather_object([parameter_checksum(model)])
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
@@ -428,8 +467,9 @@ def train(
             "train_loss": last_loss,
             "eval": eval_metrics,
             "num_processes": accelerator.num_processes,
+            "rank_parameter_checksums": param_checksums,
             "rank_checksums": checksums,
-            "ranks_in_sync": len(set(checksums)) == 1,
+            "ranks_in_sync": len(set(checksums)) == 1 and len(set(param_checksums)) == 1,
             "task": task.name,
         }
         (output_dir / "train_results.json").write_text(json.dumps(results, indent=2))
