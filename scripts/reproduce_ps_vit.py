@@ -223,6 +223,9 @@ def markdown_table(runs: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="one tiny epoch per arm, one seed (CI)")
+    parser.add_argument(
+        "--combine", type=Path, nargs="+", default=None, help="merge the JSON reports of runs split by --arms and exit"
+    )
     parser.add_argument("--output", type=Path, default=None, help="JSON results path (a .md table is written beside)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
@@ -239,6 +242,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--verbose", action="store_true", help="print the mean loss of every epoch")
     args = parser.parse_args()
+    if args.combine:
+        reports = [json.loads(path.read_text()) for path in args.combine]
+        write_report(
+            reports[0]["settings"], reports[0]["num_labels"], [r for rep in reports for r in rep["runs"]], args
+        )
+        return
     if args.smoke:
         args.seeds, args.epochs, args.train_images, args.val_images = args.seeds[:1], 1, 64, 32
         args.batch_size, args.image_size = 32, 32
@@ -270,14 +279,14 @@ def main() -> None:
                 runs.append(run)
                 print(json.dumps({k: v for k, v in run.items() if k != "epoch_losses"}), flush=True)
 
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "combine"}
+    write_report(settings, num_labels, runs, args)
+
+
+def write_report(settings: dict, num_labels: int, runs: list[dict], args: argparse.Namespace) -> None:
     table = markdown_table(runs)
     print(table)
-    report = {
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "num_labels": num_labels,
-        "runs": runs,
-        "markdown": table,
-    }
+    report = {"settings": settings, "num_labels": num_labels, "runs": runs, "markdown": table}
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(report, indent=2))
