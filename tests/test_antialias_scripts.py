@@ -27,6 +27,9 @@ def test_reproduce_smoke(tmp_path):
     assert set(results["summary"]) == {"plain", "blur", "adaptive"}
     text = table.read_text()
     assert "| adaptive |" in text and "mASSC" in text
+    # results of separate runs merge into one table
+    merged = _load("reproduce_antialias").main(["--combine", str(output), "--output", str(tmp_path / "merged.json")])
+    assert json.loads(json.dumps(merged["summary"])) == json.loads(json.dumps(results["summary"]))
 
 
 def test_noise_shapes_are_distinct_classes():
