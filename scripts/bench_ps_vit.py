@@ -87,45 +87,58 @@ class LiveTensorPeak(TorchDispatchMode):
         return out
 
 
-def measure(arm: str, size: str, batch_size: int, image_size: int, warmup: int, iters: int, device: str, threads: int):
-    torch.set_num_threads(threads)
+def _forward_seconds(model: torch.nn.Module, pixel_values: torch.Tensor) -> float:
+    start = time.perf_counter()
+    model(pixel_values)
+    if pixel_values.is_cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def _peak_mib(model: torch.nn.Module, pixel_values: torch.Tensor) -> float:
+    if pixel_values.is_cuda:
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        model(pixel_values)
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    tracker = LiveTensorPeak()
+    with tracker:
+        model(pixel_values)
+    return tracker.peak / 2**20
+
+
+@torch.no_grad()
+def measure_pair(size: str, batch_size: int, image_size: int, warmup: int, iters: int, device: str) -> dict:
+    """Time PS-ViT and ViT alternately (one forward each per round) so that load changes hit both arms alike."""
     torch.manual_seed(0)
-    model = build(arm, size, image_size).eval().to(device)
-    params = sum(p.numel() for p in model.parameters())
+    arms = ("ps_vit", "vit")
+    models = {arm: build(arm, size, image_size).eval().to(device) for arm in arms}
     pixel_values = torch.randn(batch_size, 3, image_size, image_size, device=device)
-    with torch.no_grad():
+    times: dict[str, list[float]] = {arm: [] for arm in arms}
+    for step in range(warmup + iters):
+        for arm in arms:
+            seconds = _forward_seconds(models[arm], pixel_values)
+            if step >= warmup:
+                times[arm].append(seconds)
+    result = {}
+    for arm in arms:
         with torch.device("meta"):
             counter = FlopCounterMode(display=False)
             with counter:
                 build(arm, size, image_size).eval()(torch.empty(1, 3, image_size, image_size))
-        for _ in range(warmup):
-            model(pixel_values)
-        times = []
-        for _ in range(iters):
-            start = time.perf_counter()
-            model(pixel_values)
-            if device == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - start)
-        if device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.memory_allocated()
-            model(pixel_values)
-            peak = (torch.cuda.max_memory_allocated() - base) / 2**20
-        else:
-            tracker = LiveTensorPeak()
-            with tracker:
-                model(pixel_values)
-            peak = tracker.peak / 2**20
-    return {
-        "arm": arm,
-        "size": size,
-        "params": params,
-        "gmacs_per_image": counter.get_total_flops() / 2e9,
-        "latency_ms": 1000 * statistics.median(times),
-        "images_per_s": batch_size / statistics.median(times),
-        "peak_mib": peak,
-    }
+        latency = statistics.median(times[arm])
+        result[arm] = {
+            "arm": arm,
+            "size": size,
+            "params": sum(p.numel() for p in models[arm].parameters()),
+            "gmacs_per_image": counter.get_total_flops() / 2e9,
+            "latency_ms": 1000 * latency,
+            "images_per_s": batch_size / latency,
+            "peak_mib": _peak_mib(models[arm], pixel_values),
+        }
+    result["latency_ratio"] = result["ps_vit"]["latency_ms"] / result["vit"]["latency_ms"]
+    result["memory_ratio"] = result["ps_vit"]["peak_mib"] / max(result["vit"]["peak_mib"], 1e-9)
+    return result
 
 
 def main() -> None:
@@ -144,20 +157,15 @@ def main() -> None:
     if args.smoke:
         args.batch_size, args.image_size, args.warmup, args.iters, args.sizes = 2, 32, 1, 1, ["tiny"]
 
-    rows = []
-    for size in args.sizes:
-        pair = {}
-        for arm in ("ps_vit", "vit"):
-            pair[arm] = measure(
-                arm, size, args.batch_size, args.image_size, args.warmup, args.iters, args.device, args.threads
-            )
-        pair["latency_ratio"] = pair["ps_vit"]["latency_ms"] / pair["vit"]["latency_ms"]
-        pair["memory_ratio"] = pair["ps_vit"]["peak_mib"] / max(pair["vit"]["peak_mib"], 1e-9)
-        rows.append(pair)
+    torch.set_num_threads(args.threads)
+    rows = [
+        measure_pair(size, args.batch_size, args.image_size, args.warmup, args.iters, args.device)
+        for size in args.sizes
+    ]
 
     lines = [
         f"Device: {args.device} ({args.threads} threads), batch {args.batch_size}, {args.image_size}x{args.image_size}, "
-        f"median of {args.iters} forwards.",
+        f"median of {args.iters} forwards per arm, arms alternating.",
         "",
         "| size | params PS-ViT / ViT | GMACs/img PS-ViT / ViT | latency ms PS-ViT / ViT | latency ratio "
         "| peak MiB PS-ViT / ViT | memory ratio |",
@@ -167,9 +175,9 @@ def main() -> None:
         ps, vit = pair["ps_vit"], pair["vit"]
         lines.append(
             f"| {ps['size']} | {ps['params'] / 1e6:.2f} M / {vit['params'] / 1e6:.2f} M "
-            f"| {ps['gmacs_per_image']:.2f} / {vit['gmacs_per_image']:.2f} "
+            f"| {ps['gmacs_per_image']:.3g} / {vit['gmacs_per_image']:.3g} "
             f"| {ps['latency_ms']:.1f} / {vit['latency_ms']:.1f} | {pair['latency_ratio']:.2f}x "
-            f"| {ps['peak_mib']:.0f} / {vit['peak_mib']:.0f} | {pair['memory_ratio']:.2f}x |"
+            f"| {ps['peak_mib']:.3g} / {vit['peak_mib']:.3g} | {pair['memory_ratio']:.2f}x |"
         )
     table = "\n".join(lines)
     print(table)
