@@ -165,7 +165,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    sizes = {128: 20, 512: 4} if args.smoke else {128: 500, 512: 50}
+    sizes = {128: 10, 512: 2} if args.smoke else {128: 500, 512: 50}
     repeats = 1 if args.smoke else 3
     gen = bench_generation(sizes, repeats)
     print("| image size | images | generator img/s | Dataset img/s | generator / target | Dataset / target |")
@@ -179,7 +179,7 @@ def main() -> None:
 
     met: list[dict] = []
     if not args.skip_metrics:
-        n = 20 if args.smoke else 500
+        n = 8 if args.smoke else 500
         met = bench_metrics(n)
         print(f"| metric ({n} images, 128 px) | arm | seconds | images/s | value | ours speed-up |")
         print("|---|---|---|---|---|---|")
