@@ -133,7 +133,7 @@ class SemanticImageProcessorBase(PilBackend):
         **kwargs: Any,
     ) -> BatchFeature:
         images = self._prepare_image_like_inputs(
-            images=_add_channel_to_2d(images), do_convert_rgb=do_convert_rgb, input_data_format=input_data_format
+            images=add_channel_to_2d(images), do_convert_rgb=do_convert_rgb, input_data_format=input_data_format
         )
         data = {"pixel_values": self._preprocess(images, return_tensors=None, **kwargs)["pixel_values"]}
         if segmentation_maps is not None:
@@ -229,13 +229,16 @@ def reduce_labels(label: np.ndarray) -> np.ndarray:
     return reduced
 
 
-def _add_channel_to_2d(images: ImageInput) -> ImageInput:
+def add_channel_to_2d(images: ImageInput) -> ImageInput:
     """transformers treats a 2-D array as ambiguous; here it is a grayscale image, so give it a channel axis."""
     if isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 2:
         return images[None]
     if isinstance(images, (list, tuple)):
-        return [_add_channel_to_2d(image) for image in images]
+        return [add_channel_to_2d(image) for image in images]
     return images
+
+
+_add_channel_to_2d = add_channel_to_2d  # earlier private name, still imported by other processors
 
 
 def _to_label_array(label: Any) -> np.ndarray:
@@ -263,4 +266,10 @@ def _scale_high_bit_depth(image: PIL.Image.Image) -> PIL.Image.Image:
     return PIL.Image.fromarray(scaled.round().astype(np.uint8), mode="L")
 
 
-__all__ = ["IGNORE_INDEX", "SemanticImageProcessorBase", "SemanticImageProcessorKwargs", "reduce_labels"]
+__all__ = [
+    "IGNORE_INDEX",
+    "SemanticImageProcessorBase",
+    "SemanticImageProcessorKwargs",
+    "add_channel_to_2d",
+    "reduce_labels",
+]
