@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(fn) -> int:
     try:
         return fn()
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:  # OSError: transformers' "can't find model/repo" errors
         # Bad input: one clear line instead of a traceback.
         print(f"hf-unified-seg: error: {err}", file=sys.stderr)
         return 2

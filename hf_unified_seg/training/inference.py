@@ -29,6 +29,12 @@ def load_model(path: str | os.PathLike, trust_remote_code: bool = False) -> tupl
 
     path = str(path)
     local = Path(path)
+    if not local.exists() and (
+        local.is_absolute() or path.startswith(".") or path.count("/") > 1 or os.sep != "/" and os.sep in path
+    ):
+        raise ValueError(
+            f"model {path!r} does not exist (expected a saved model directory or a Hub id namespace/name)"
+        )
     if local.exists() and not local.is_dir():
         raise ValueError(f"model {path!r} is a file; expected a saved model directory or a Hub id")
     if local.is_dir() and not (local / "config.json").is_file() and not (local / "adapter_config.json").is_file():
