@@ -229,6 +229,7 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=None, help="JSON results path (a .md table is written beside)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    parser.add_argument("--transmix", default="both", choices=("both", "no", "yes"), help="arms without/with TransMix")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--train-images", type=int, default=2000)
     parser.add_argument("--val-images", type=int, default=500)
@@ -260,7 +261,7 @@ def main() -> None:
     num_labels = len(train_data["classes"])
     runs = []
     for arm in args.arms:
-        for use_transmix in (False, True):
+        for use_transmix in {"both": (False, True), "no": (False,), "yes": (True,)}[args.transmix]:
             for seed in args.seeds:
                 torch.manual_seed(seed)
                 model = build_model(arm, num_labels, args.image_size)
