@@ -437,3 +437,22 @@ def test_reference_checkpoint_conversion(tmp_path):
     assert converted.config.attention_scale == pytest.approx(scale)
     pixel_values = torch.randn(2, 3, 32, 32)
     assert torch.equal(converted(pixel_values).logits, source(pixel_values).logits)
+
+
+def test_mean_pooling_without_class_token():
+    model = PsVitModel(tiny_config(use_cls_token=False)).eval()
+    out = model(torch.randn(2, 3, 32, 32))
+    assert model.cls_token is None and out.last_hidden_state.shape == (2, 16, 32)
+    torch.testing.assert_close(out.pooler_output, out.last_hidden_state.mean(dim=1))
+
+
+def test_image_processor_defaults_and_segmentation_maps():
+    processor = PsVitImageProcessor()
+    image = PIL.Image.fromarray(np.zeros((300, 400, 3), dtype=np.uint8))
+    assert processor(image, return_tensors="pt")["pixel_values"].shape == (1, 3, 224, 224)
+    seg_processor = PsVitImageProcessor(size={"height": 32, "width": 32}, do_center_crop=False)
+    label = PIL.Image.fromarray(np.full((50, 70), 2, dtype=np.uint8), mode="L")
+    batch = seg_processor(image, segmentation_maps=label, return_tensors="pt")
+    assert batch["pixel_values"].shape == (1, 3, 32, 32)
+    assert batch["labels"].dtype == torch.int64 and torch.all(batch["labels"] == 2)
+    assert set(batch.keys()) == {"pixel_values", "labels"}
