@@ -198,6 +198,28 @@ def test_retrieval_and_captioning_heads():
     assert cap.logits.shape == (2, 4, 30522) and cap.loss > 0
 
 
+def test_restricted_caption_vocabulary_matches_full_scores():
+    torch.manual_seed(0)
+    full = XDecoderForCaptioning(tiny_config()).eval()
+    vocab = [0, BOS, EOS, 1037, 2417, 2307]
+    restricted = XDecoderForCaptioning(tiny_config(caption_vocab_ids=vocab)).eval()
+    restricted.load_state_dict(full.state_dict())
+    ids, mask = tokens([[BOS, 1037, 2417, EOS], [BOS, 2307, EOS]])
+    with torch.no_grad():
+        a = full(images(), ids, mask)
+        b = restricted(images(), ids, mask, labels=ids)
+        expected_loss = torch.nn.functional.cross_entropy(
+            a.logits[:, :-1, vocab].reshape(-1, len(vocab)),
+            torch.tensor([[3, 4, 2], [5, 2, -100]]).reshape(-1),
+            ignore_index=-100,
+            reduction="sum",
+        ) / (5 + 1)
+    torch.testing.assert_close(b.logits[..., vocab], a.logits[..., vocab])
+    assert (b.logits[..., 3000] == torch.finfo(b.logits.dtype).min).all()
+    torch.testing.assert_close(b.loss, restricted.config.captioning_weight * expected_loss)
+    assert set(restricted.generate(images(), max_new_tokens=3).flatten().tolist()) <= set(vocab)
+
+
 def test_generate_stops_at_eos():
     torch.manual_seed(0)
     captioner = XDecoderForCaptioning(tiny_config()).eval()
@@ -226,7 +248,8 @@ def test_generate_stops_at_eos():
 
 def test_training_steps_reduce_every_loss():
     torch.manual_seed(0)
-    model = XDecoderForPreTraining(tiny_config(train_num_points=64 * 64)).train()
+    vocab = [0, BOS, EOS, 1037, 2417, 4418, 2307, 2675]  # restricted caption vocabulary (spec §8.2 speed option)
+    model = XDecoderForPreTraining(tiny_config(train_num_points=64 * 64, caption_vocab_ids=vocab)).train()
     x = images()
     masks, classes = seg_labels()
     ref_ids, ref_mask = tokens([[BOS, 1037, 2417, EOS], [BOS, 2307, EOS]])

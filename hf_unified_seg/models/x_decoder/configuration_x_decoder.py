@@ -120,8 +120,9 @@ class XDecoderConfig(PreTrainedConfig):
         pre_norm (`bool`, defaults to `False`): pre-norm decoder layers (the reference is post-norm).
         enforce_input_projection (`bool`, defaults to `False`): 1x1 input projections even when `D_pix == d`.
         mask_attention_threshold (`float`, defaults to 0.5): sigmoid threshold of masked cross-attention.
-        use_generic_seg, use_referring, use_retrieval, use_captioning, use_caption_nouns (`bool`):
-            Which pretraining tasks are active (Table 4.6 removes one at a time). `use_caption_nouns` is Seg+.
+        use_generic_seg, use_referring, use_retrieval, use_captioning (`bool`):
+            Which pretraining tasks are active (Table 4.6 removes one at a time). Seg+'s caption-noun supervision
+            and the VQA finetuning head are not implemented.
         retrieval_ensemble (`bool`, defaults to `False`): backbone-ITC branch of the reference (Table 6.2).
         grounding_separate_queries (`bool`, defaults to `True`):
             Referring uses a second copy of the object queries that alone sees the phrase tokens [R], so generic and
@@ -135,8 +136,8 @@ class XDecoderConfig(PreTrainedConfig):
         text_attends_object_queries, text_attends_image_query, latent_attends_text (`bool`, default `True`):
             Table 4.4 interaction switches.
         class_weight, mask_weight, dice_weight, no_object_weight, captioning_weight, retrieval_weight,
-        backbone_retrieval_weight, grounding_class_weight, grounding_mask_weight, grounding_dice_weight,
-        caption_noun_weight (`float`): loss weights of spec §3 [R].
+        backbone_retrieval_weight, grounding_class_weight, grounding_mask_weight, grounding_dice_weight (`float`):
+            loss weights of spec §3 [R].
         train_num_points (`int`, defaults to 12544): K sampled points for mask losses. When the mask features have
             at most K pixels, every pixel is used instead (exact, and faster on small images; spec §8.2).
         oversample_ratio, importance_sample_ratio (`float`): importance sampling of the points [R].
@@ -154,7 +155,6 @@ class XDecoderConfig(PreTrainedConfig):
             (`id2label`) when no class prompts are given (default: the MiniLM tokenizer).
         class_prompt_template (`str`, defaults to `"an image of {}."`): prompt of a class name [D].
         background_prompt (`str`, defaults to `"background"`): prompt of the "no object" entry.
-        vqa_num_answers (`int`, *optional*): answer vocabulary of the VQA head.
         init_std (`float`): trunc-normal std of linear layers.
     """
 
@@ -206,7 +206,6 @@ class XDecoderConfig(PreTrainedConfig):
     use_referring: bool = True
     use_retrieval: bool = True
     use_captioning: bool = True
-    use_caption_nouns: bool = False
     retrieval_ensemble: bool = False
     grounding_separate_queries: bool = True
     text_queries_cross_attend_in_referring: bool = True
@@ -227,7 +226,6 @@ class XDecoderConfig(PreTrainedConfig):
     grounding_class_weight: float = 0.4
     grounding_mask_weight: float = 1.0
     grounding_dice_weight: float = 1.0
-    caption_noun_weight: float = 1.0
     train_num_points: int = 12544
     oversample_ratio: float = 3.0
     importance_sample_ratio: float = 0.75
@@ -248,7 +246,6 @@ class XDecoderConfig(PreTrainedConfig):
     tokenizer_name_or_path: str | None = MINILM_SENTINEL
     class_prompt_template: str = "an image of {}."
     background_prompt: str = "background"
-    vqa_num_answers: int | None = None
     init_std: float = 0.02
 
     def __post_init__(self, **kwargs):
