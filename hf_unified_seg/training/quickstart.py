@@ -43,11 +43,17 @@ def run_quickstart(
     categories = get_categories(train_ds)
     print(f"      {len(categories)} categories, {time.time() - t0:.0f}s")
 
-    print(f"[2/5] training the {QUICKSTART_PRESET} anti-aliased ResNet segmenter for ~{train_seconds:.0f}s")
+    model_args = ModelArguments(
+        QUICKSTART_MODEL, preset=QUICKSTART_PRESET, image_size=image_size, task="semantic-segmentation"
+    )
+    step_seconds = _time_one_step(model_args, train_ds, categories, batch_size=16)
+    max_steps = max(10, int(0.9 * train_seconds / step_seconds))
+    print(
+        f"[2/5] training the {QUICKSTART_PRESET} anti-aliased ResNet segmenter for ~{train_seconds:.0f}s "
+        f"(~{step_seconds:.2f}s per step here -> {max_steps} steps)"
+    )
     result = train(
-        ModelArguments(
-            QUICKSTART_MODEL, preset=QUICKSTART_PRESET, image_size=image_size, task="semantic-segmentation"
-        ),
+        model_args,
         data_args,
         SegTrainingArguments(
             output_dir=str(model_dir),
@@ -56,8 +62,8 @@ def run_quickstart(
             weight_decay=1e-4,
             lr_scheduler_type="cosine",
             warmup_steps=10,
-            # ~0.25 s per step on two idle cores; the time budget stops earlier on a slower machine
-            max_steps=max(20, int(train_seconds * 4)),
+            # the cosine schedule spans the steps that fit the budget; the time limit stops a slowed-down run
+            max_steps=max_steps,
             max_train_time=train_seconds,
             logging_steps=5,
             seed=seed,
@@ -111,3 +117,26 @@ def run_quickstart(
         print(f"  {key:16s} {summary[key]}")
     print(f"\nNext: hf-unified-seg predict --model {model_dir} your_image.png --output_dir predictions")
     return summary
+
+
+def _time_one_step(model_args: Any, train_ds: Any, categories: list[dict[str, Any]], batch_size: int) -> float:
+    """Seconds per training step of the quickstart model on this machine (median of three after a warm-up)."""
+    import torch
+
+    from .tasks import make_collate_fn
+    from .trainer import build_model_and_processor
+
+    model, processor, task = build_model_and_processor(model_args, categories)
+    batch = make_collate_fn(task, processor, model.config)(
+        [train_ds[i] for i in range(min(batch_size, len(train_ds)))]
+    )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    model.train()
+    times = []
+    for _ in range(4):
+        start = time.perf_counter()
+        model(**batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        times.append(time.perf_counter() - start)
+    return sorted(times[1:])[1]
