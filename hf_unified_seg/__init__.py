@@ -19,7 +19,11 @@ _LAZY = {
     "load_shapesworld": "data",
     "build_shapesworld": "data",
     "get_categories": "data",
+    "instance_masks": "data",
+    "load_folder": "data",
+    "export_coco": "data",
     "load_metric": "metrics",
+    "list_metrics": "metrics",
 }
 
 
