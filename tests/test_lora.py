@@ -148,3 +148,21 @@ def test_bad_lora_targets_are_clear_errors():
     assert matching_modules(NoDefaults(), ["fc"]) == ["fc"]
     targets, save = resolve_lora_targets(model)
     assert targets == ["q_proj", "v_proj"] and save == ["decode_head"]
+
+
+def test_language_model_stays_frozen_and_lora_adapts_it():
+    from hf_unified_seg.models.x_decoder import XDecoderConfig, XDecoderForUniversalSegmentation
+
+    model = XDecoderForUniversalSegmentation(XDecoderConfig.from_preset("tiny"))
+    text_model = [n for n, _ in model.named_parameters() if ".text_model." in n]
+    assert text_model and not any(p.requires_grad for n, p in model.named_parameters() if ".text_model." in n)
+    without_text = apply_lora(XDecoderForUniversalSegmentation(XDecoderConfig.from_preset("tiny")))
+    assert not any(".text_model." in n for n, p in without_text.named_parameters() if p.requires_grad)
+
+    peft_model = apply_lora(model, r=2, include_text=True)
+    trainable = {n for n, p in peft_model.named_parameters() if p.requires_grad}
+    text_lora = {n for n in trainable if ".text_model." in n}
+    assert text_lora and all(".lora_" in n for n in text_lora)  # adapters only, never the language weights
+    assert {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in text_lora} == {"query", "key", "value"}
+    with pytest.raises(ValueError, match="has no language side"):
+        apply_lora(PsVitForSemanticSegmentation(PsVitConfig.from_preset("tiny")), include_text=True)

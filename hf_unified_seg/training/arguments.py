@@ -160,6 +160,13 @@ class LoraArguments:
             "model's `default_lora_modules_to_save`."
         },
     )
+    lora_text: bool = field(
+        default=False,
+        metadata={
+            "help": "Models with a language side: also put LoRA on the frozen language model "
+            "(its `default_lora_text_target_modules`); the language model's own weights stay frozen."
+        },
+    )
     save_merged: bool = field(
         default=False,
         metadata={"help": "Also write the merged (LoRA folded into the base) model to output_dir/merged."},

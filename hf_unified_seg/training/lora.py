@@ -42,8 +42,12 @@ def resolve_lora_targets(
     model: torch.nn.Module,
     target_modules: str | Sequence[str] | None = None,
     modules_to_save: str | Sequence[str] | None = None,
+    include_text: bool = False,
 ) -> tuple[str | list[str], list[str]]:
     """Targets and `modules_to_save` for `model`, defaulting to what its class declares, checked against its modules.
+
+    Args:
+        include_text: add the class's `default_lora_text_target_modules` (LoRA on a frozen language model).
 
     Raises:
         ValueError: no default is declared and none is given, or a target matches no module of the model.
@@ -53,6 +57,17 @@ def resolve_lora_targets(
     targets = (
         _split(target_modules) if user_given else _split(getattr(type(base), "default_lora_target_modules", None))
     )
+    if include_text:
+        text_targets = _split(getattr(type(base), "default_lora_text_target_modules", None))
+        if not text_targets:
+            raise ValueError(
+                f"lora_text: {type(base).__name__} has no language side (no default_lora_text_target_modules)"
+            )
+        if isinstance(targets, str) or isinstance(text_targets, str):
+            raise ValueError(
+                "lora_text cannot be combined with a regex lora_target_modules; list module names instead"
+            )
+        targets = list(dict.fromkeys([*(targets or []), *text_targets]))
     if not targets:
         raise ValueError(
             f"{type(base).__name__} declares no `default_lora_target_modules`; pass lora_target_modules "
@@ -86,6 +101,7 @@ def apply_lora(
     dropout: float = 0.0,
     target_modules: str | Sequence[str] | None = None,
     modules_to_save: str | Sequence[str] | None = None,
+    include_text: bool = False,
 ) -> Any:
     """Wrap `model` in a `peft.PeftModel` with LoRA adapters; the base weights are frozen.
 
@@ -94,7 +110,7 @@ def apply_lora(
     """
     from peft import LoraConfig, get_peft_model
 
-    targets, save = resolve_lora_targets(model, target_modules, modules_to_save)
+    targets, save = resolve_lora_targets(model, target_modules, modules_to_save, include_text)
     config = LoraConfig(
         r=r,
         lora_alpha=alpha,

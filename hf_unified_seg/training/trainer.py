@@ -273,6 +273,7 @@ def train(
             dropout=lora_args.lora_dropout,
             target_modules=lora_args.lora_target_modules,
             modules_to_save=lora_args.lora_modules_to_save,
+            include_text=lora_args.lora_text,
         )
     freeze_bn = lora_args.lora or model_args.freeze_batchnorm
 
