@@ -15,9 +15,9 @@ from transformers.utils import ModelOutput
 from ...modules.attention_mask import TASKS, build_group_attention_mask, task_query_groups
 from ...modules.criterion import SetCriterion, captioning_loss, contrastive_loss, with_suffix
 from ...modules.language import LanguageBridge, TextFeatures, resolve_text_model_path
-from ...modules.mask_decoder import MaskedAttentionTransformerDecoder, QueryGroup
+from ...modules.mask_decoder import MaskedAttentionDecoderLayer, MaskedAttentionTransformerDecoder, MLPHead, QueryGroup
 from ...modules.matcher import HungarianMatcher
-from ...modules.pixel_decoder import PixelDecoderOutput, TransformerEncoderPixelDecoder
+from ...modules.pixel_decoder import PixelDecoderOutput, PostNormEncoderLayer, TransformerEncoderPixelDecoder
 from .configuration_x_decoder import XDecoderConfig
 
 
@@ -230,9 +230,16 @@ class XDecoderPreTrainedModel(PreTrainedModel):
     _keys_to_ignore_on_load_missing = [r"default_class_.*"]
 
     def _init_weights(self, module: nn.Module) -> None:
+        """Mask2Former / reference conventions: Xavier-uniform for the weight matrices of the attention layers and
+        MLP heads, trunc-normal(0.02) for the other linears (`W_cls`, text projections, `W_cap`), Xavier for convs,
+        N(0, 1) for learned queries and level/position embeddings (PyTorch's `nn.Embedding` default, as in the
+        reference), zero biases."""
         std = self.config.init_std
         if isinstance(module, nn.Linear):
-            init.trunc_normal_(module.weight, std=std)
+            if getattr(module, "_xavier_init", False):
+                init.xavier_uniform_(module.weight)
+            else:
+                init.trunc_normal_(module.weight, std=std)
             if module.bias is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, nn.Conv2d):
@@ -243,7 +250,7 @@ class XDecoderPreTrainedModel(PreTrainedModel):
             init.ones_(module.weight)
             init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
-            init.normal_(module.weight, std=std)
+            init.normal_(module.weight, std=1.0)
         if isinstance(module, XDecoderModel):
             init.constant_(module.logit_scale, self.config.logit_scale_init_value)
 
@@ -316,6 +323,13 @@ class XDecoderModel(XDecoderPreTrainedModel):
             )
         else:
             self.caption_vocab_ids = None
+        # smart_apply initialises children before parents, so the layers whose linears follow Mask2Former's Xavier
+        # init are tagged here for `_init_weights`
+        for module in self.modules():
+            if isinstance(module, (MaskedAttentionDecoderLayer, PostNormEncoderLayer, MLPHead)):
+                for sub in module.modules():
+                    if isinstance(sub, nn.Linear):
+                        sub._xavier_init = True
         self.post_init()
         if config.text_model_name_or_path and not _is_meta(self.language):
             self.language.load_pretrained_text_model(config.text_model_name_or_path)
