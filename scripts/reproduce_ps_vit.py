@@ -259,6 +259,8 @@ def main() -> None:
     train_data = load_split("train", args.train_images, args.image_size, seed=0)
     val_data = load_split("val", args.val_images, args.image_size, seed=0, classes=train_data["classes"])
     num_labels = len(train_data["classes"])
+    majority = int(torch.bincount(train_data["labels"], minlength=num_labels).argmax())
+    majority_top1 = 100.0 * float((val_data["labels"] == majority).float().mean())
     runs = []
     for arm in args.arms:
         for use_transmix in {"both": (False, True), "no": (False,), "yes": (True,)}[args.transmix]:
@@ -281,11 +283,17 @@ def main() -> None:
                 print(json.dumps({k: v for k, v in run.items() if k != "epoch_losses"}), flush=True)
 
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "combine"}
+    settings["val_majority_top1"] = majority_top1
     write_report(settings, num_labels, runs, args)
 
 
 def write_report(settings: dict, num_labels: int, runs: list[dict], args: argparse.Namespace) -> None:
     table = markdown_table(runs)
+    if "val_majority_top1" in settings:
+        table += (
+            f"\n\n{num_labels} classes; predicting the most frequent training class scores "
+            f"{settings['val_majority_top1']:.1f}% on val."
+        )
     print(table)
     report = {"settings": settings, "num_labels": num_labels, "runs": runs, "markdown": table}
     if args.output is not None:
