@@ -77,7 +77,9 @@ def test_segmentation_maps_follow_the_geometry_with_nearest_resampling():
     assert set(np.unique(out["labels"])) <= set(range(6)) | {255, 300}
 
     palette = PIL.Image.fromarray(labels.clip(0, 255).astype(np.uint8), mode="L")
-    again = processor([_rgb(), _rgb(seed=1)], segmentation_maps=[palette, torch.from_numpy(labels)], return_tensors="pt")
+    again = processor(
+        [_rgb(), _rgb(seed=1)], segmentation_maps=[palette, torch.from_numpy(labels)], return_tensors="pt"
+    )
     assert again["labels"].shape == (2, 32, 32)
 
 
