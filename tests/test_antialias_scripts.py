@@ -25,6 +25,7 @@ def test_reproduce_smoke(tmp_path):
         for runs in saved[task].values():
             assert all(0.0 <= run[key] <= 100.0 for run in runs for key in keys)
     assert set(results["summary"]) == {"plain", "blur", "adaptive"}
+    assert all(-1.0 <= run["filter_spearman"] <= 1.0 for run in saved["classification"]["adaptive"])
     text = table.read_text()
     assert "| adaptive |" in text and "mASSC" in text
     # results of separate runs merge into one table
