@@ -182,7 +182,8 @@ class XDecoderForPreTrainingOutput(ModelOutput):
         class_queries_logits (`torch.FloatTensor`, *optional*): segmentation class logits (seg batch).
         masks_queries_logits (`torch.FloatTensor`, *optional*): segmentation mask logits (seg batch).
         logits_per_image (`torch.FloatTensor`, *optional*): retrieval logits (VL batch).
-        caption_logits (`torch.FloatTensor`, *optional*): caption logits (VL batch).
+        caption_logits (`torch.FloatTensor`, *optional*): caption logits of the last prediction (VL batch), over
+            `config.caption_vocab_ids` when that restriction is set.
     """
 
     loss: torch.FloatTensor | None = None
@@ -1073,13 +1074,17 @@ class XDecoderForPreTraining(_SegmentationMixin, XDecoderPreTrainedModel):
         self._init_class_vocabulary()
         self.post_init()
 
-    def _vl_losses(self, outputs: XDecoderModelOutput, caption_ids, caption_mask, visual) -> dict[str, torch.Tensor]:
+    def _vl_losses(self, outputs: XDecoderModelOutput, caption_ids, caption_mask, visual):
+        """Retrieval and captioning losses (+ the last retrieval logits and caption logits)."""
         cfg = self.config
         losses: dict[str, torch.Tensor] = {}
+        logits_per_image = caption_logits = None
         if cfg.use_retrieval:
             text = self.model.text_embeddings(caption_ids, caption_mask)
             image = outputs.image_embeds
             losses["loss_retrieval"] = cfg.retrieval_weight * contrastive_loss(image, text, self.model.scale())
+            with torch.no_grad():
+                logits_per_image = self.model.scale() * F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).T
             if cfg.retrieval_ensemble:
                 backbone = self.model.backbone_image_embeds(visual)
                 losses["loss_retrieval_backbone"] = cfg.backbone_retrieval_weight * contrastive_loss(
@@ -1092,7 +1097,8 @@ class XDecoderForPreTraining(_SegmentationMixin, XDecoderPreTrainedModel):
                 logits = self.model.caption_logits(sets[i])
                 value = cfg.captioning_weight * _caption_loss(self.model, logits, caption_ids, caption_mask)
                 losses["loss_captioning" if i == last else f"loss_captioning_{i}"] = value
-        return losses
+                caption_logits = logits
+        return losses, logits_per_image, caption_logits
 
     def forward(
         self,
@@ -1125,7 +1131,6 @@ class XDecoderForPreTraining(_SegmentationMixin, XDecoderPreTrainedModel):
         """
         cfg = self.config
         return_dict = return_dict if return_dict is not None else cfg.return_dict
-        batch = pixel_values.shape[0]
         if mask_labels is None or class_labels is None:
             raise ValueError("pretraining needs `mask_labels` and `class_labels` for the segmentation batch.")
         class_embeds = self.class_embeddings(class_input_ids, class_attention_mask, class_embeddings)
@@ -1180,7 +1185,10 @@ class XDecoderForPreTraining(_SegmentationMixin, XDecoderPreTrainedModel):
             )
         logits_per_image = caption_logits = None
         if use_vl:
-            loss_dict.update(self._vl_losses(vl_outputs, caption_input_ids, caption_attention_mask, vl_visual))
+            vl_losses, logits_per_image, caption_logits = self._vl_losses(
+                vl_outputs, caption_input_ids, caption_attention_mask, vl_visual
+            )
+            loss_dict.update(vl_losses)
         if not loss_dict:
             raise ValueError("no task is enabled for these inputs (check `config.use_*`).")
         loss = sum(loss_dict.values())
@@ -1192,7 +1200,6 @@ class XDecoderForPreTraining(_SegmentationMixin, XDecoderPreTrainedModel):
             logits_per_image=logits_per_image,
             caption_logits=caption_logits,
         )
-        del batch
         return output if return_dict else output.to_tuple()
 
 
