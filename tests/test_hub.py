@@ -55,6 +55,26 @@ LOAD_SCRIPT = textwrap.dedent(
 )
 
 
+ADAPTER_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import torch
+    import hf_unified_seg.models  # noqa: F401
+    from peft import PeftModel
+    from safetensors.torch import save_file
+    from transformers import AutoModelForSemanticSegmentation
+    base_dir, repo_id, out = sys.argv[1:4]
+    torch.manual_seed(1)
+    x = torch.randn(1, 3, 32, 32)
+    peft = PeftModel.from_pretrained(AutoModelForSemanticSegmentation.from_pretrained(base_dir), repo_id).eval()
+    hf = AutoModelForSemanticSegmentation.from_pretrained(base_dir)
+    hf.load_adapter(repo_id)
+    with torch.no_grad():
+        save_file({"x": x, "peft": peft(pixel_values=x).logits, "load_adapter": hf.eval()(pixel_values=x).logits}, out)
+    """
+)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("hub")
@@ -183,3 +203,39 @@ def test_bundled_sources_have_no_package_imports():
                     assert f"{node.module}.py" in files or node.module is None, (name, node.module)
             elif isinstance(node, ast.Import):
                 assert not any(a.name.startswith("hf_unified_seg") for a in node.names), name
+
+
+def test_publish_lora_adapter_and_load_it_from_the_hub(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    from hf_unified_seg.models.ps_vit import PsVitConfig, PsVitForSemanticSegmentation
+    from hf_unified_seg.training import apply_lora
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    torch.manual_seed(0)
+    base = PsVitForSemanticSegmentation(PsVitConfig.from_preset("tiny")).eval()
+    base.save_pretrained(tmp_path / "base")
+    peft_model = apply_lora(base, r=2)
+    for name, p in peft_model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.1)  # a non-trivial adapter
+    peft_model.save_pretrained(tmp_path / "adapter")
+    card = build_model_card(tmp_path / "adapter", repo_id="tester/lora")
+    assert card.data.library_name == "peft" and "lora" in card.data.tags and "PeftModel.from_pretrained" in card.text
+    with HubServer() as hub:
+        publish(tmp_path / "adapter", "tester/lora", token="hf_test", endpoint=hub.url)
+        assert {"adapter_model.safetensors", "adapter_config.json", "README.md"} <= set(hub.files("tester/lora"))
+        with pytest.raises(ValueError, match="remote code needs a full model"):
+            publish(tmp_path / "adapter", "tester/lora2", token="hf_test", endpoint=hub.url, remote_code=True)
+        script = tmp_path / "load_adapter.py"
+        script.write_text(ADAPTER_SCRIPT)
+        proc = subprocess.run(
+            [sys.executable, str(script), str(tmp_path / "base"), "tester/lora", str(tmp_path / "out.safetensors")],
+            env=_load_env(hub.url, tmp_path / "home"), cwd=str(tmp_path), capture_output=True, text=True, timeout=240,
+        )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    got = load_file(tmp_path / "out.safetensors")
+    with torch.no_grad():
+        expected = peft_model.eval()(pixel_values=got["x"]).logits
+    torch.testing.assert_close(got["peft"], expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(got["load_adapter"], expected, rtol=0, atol=1e-6)
