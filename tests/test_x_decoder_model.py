@@ -405,3 +405,22 @@ def test_bad_inputs_raise_clear_errors(seg_model):
         seg_model(torch.randn(1, 3, 50, 64))
     with pytest.raises(TypeError, match="list"):
         seg_model(x, mask_labels=torch.stack(masks), class_labels=classes)
+
+
+def test_antialiased_resnet_backbone_through_auto_backbone():
+    from transformers import AutoConfig
+
+    import hf_unified_seg  # noqa: F401  (registers the anti-aliased ResNet with AutoConfig/AutoBackbone)
+
+    backbone = AutoConfig.for_model(
+        "antialiased_resnet",
+        embedding_size=16,
+        hidden_sizes=[16, 32, 64, 128],
+        depths=[1, 1, 1, 1],
+        out_features=["stage1", "stage2", "stage3", "stage4"],
+    )
+    model = XDecoderForUniversalSegmentation(tiny_config(backbone_config=backbone)).eval()
+    assert list(model.model.backbone.channels) == [16, 32, 64, 128]
+    with torch.no_grad():
+        out = model(images(batch=1))
+    assert out.masks_queries_logits.shape == (1, 8, 16, 16)
