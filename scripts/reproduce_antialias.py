@@ -380,20 +380,21 @@ def markdown(results: dict[str, Any]) -> str:
             f"{std:.3f} (the dissertation's claim: negative, i.e. blurrier filters on high-frequency content).",
         ]
     checks = []
-    if results["classification"]:
+    have_all = all(arm in summary for arm in ARMS)
+    if results["classification"] and have_all:
         plain, blur, adaptive = (summary[a]["consistency"][0] for a in ARMS)
         checks += [
             ("anti-aliasing (either kind) > plain on shift consistency", min(blur, adaptive) > plain),
             ("adaptive >= blur on shift consistency", adaptive >= blur),
         ]
-        if "filter_spearman" in summary["adaptive"]:
-            checks.append(
-                (
-                    "stem filters blur more where the input has more high-frequency energy (rho < 0)",
-                    summary["adaptive"]["filter_spearman"][0] < 0,
-                )
+    if "filter_spearman" in summary.get("adaptive", {}):
+        checks.append(
+            (
+                "stem filters blur more where the input has more high-frequency energy (rho < 0)",
+                summary["adaptive"]["filter_spearman"][0] < 0,
             )
-    if results["segmentation"]:
+        )
+    if results["segmentation"] and have_all:
         plain, blur, adaptive = (summary[a]["massc"][0] for a in ARMS)
         checks.append(("mASSC: blur and adaptive > plain", min(blur, adaptive) > plain))
         checks.append(
