@@ -138,6 +138,8 @@ class XDecoderConfig(PreTrainedConfig):
         class_weight, mask_weight, dice_weight, no_object_weight, captioning_weight, retrieval_weight,
         backbone_retrieval_weight, grounding_class_weight, grounding_mask_weight, grounding_dice_weight (`float`):
             loss weights of spec §3 [R].
+        referring_grounding_scale (`float`, defaults to 2.0): extra factor on the grounding weights for referring
+            phrases (the reference scales referring-text grounding by 2.0 and class-name grounding by 0.5) [R].
         train_num_points (`int`, defaults to 12544): K sampled points for mask losses. When the mask features have
             at most K pixels, every pixel is used instead (exact, and faster on small images; spec §8.2).
         oversample_ratio, importance_sample_ratio (`float`): importance sampling of the points [R].
@@ -226,6 +228,7 @@ class XDecoderConfig(PreTrainedConfig):
     grounding_class_weight: float = 0.4
     grounding_mask_weight: float = 1.0
     grounding_dice_weight: float = 1.0
+    referring_grounding_scale: float = 2.0
     train_num_points: int = 12544
     oversample_ratio: float = 3.0
     importance_sample_ratio: float = 0.75
