@@ -132,3 +132,12 @@ def test_captioning_pipeline(saved):
     inputs = captioner.processor(images=image)
     sequence = captioner.model.generate(inputs["pixel_values"], max_new_tokens=4)
     assert captioner(image, max_new_tokens=4)[0]["generated_text"] == captioner.processor.batch_decode(sequence)[0]
+
+
+def test_pipeline_support_listing_rejects_bad_input():
+    from hf_unified_seg.pipelines import add_to_pipeline_support
+
+    with pytest.raises(ValueError, match="kind"):
+        add_to_pipeline_support("depth-estimation", "x_decoder", "XDecoderForUniversalSegmentation")
+    with pytest.raises(ValueError, match="belongs to transformers"):
+        add_to_pipeline_support("universal-segmentation", "mask2former", "XDecoderForUniversalSegmentation")
