@@ -280,3 +280,36 @@ def test_train_in_process_writes_model_card_logs_and_eval(tmp_path):
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if r["type"] == "train"] == [1, 2]
     assert any(r["type"] == "eval" and "eval_mean_iou" in r for r in rows)
+
+
+def test_universal_segmentation_task_drives_a_mask2former_stand_in():
+    """The generic universal task needs only Mask2Former's interface: transformers' own model is a stand-in."""
+    from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, SwinConfig
+    from transformers.models.mask2former.image_processing_pil_mask2former import Mask2FormerImageProcessorPil
+
+    from hf_unified_seg.data import get_categories, load_shapesworld
+
+    records = load_shapesworld("train", num_images=4, image_size=32, seed=0)
+    categories = get_categories(records)
+    backbone = SwinConfig(
+        image_size=32, embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1],
+        out_features=["stage1", "stage2", "stage3", "stage4"],
+    )  # fmt: skip
+    config = Mask2FormerConfig(
+        backbone_config=backbone, hidden_dim=32, mask_feature_size=32, feature_size=32, encoder_layers=1,
+        decoder_layers=2, num_queries=8, num_labels=len(categories), encoder_feedforward_dim=64,
+        dim_feedforward=64, num_attention_heads=2, use_pretrained_backbone=False,
+    )  # fmt: skip
+    model = Mask2FormerForUniversalSegmentation(config)
+    task = task_for_model(model)
+    assert task.name == "universal-segmentation"
+    processor = Mask2FormerImageProcessorPil(size={"height": 32, "width": 32}, do_reduce_labels=False)
+    batch = task.collate([records[i] for i in range(2)], processor, config)
+    # one mask per panoptic segment, classes = the records' category indices
+    for record, masks, classes in zip(records, batch["mask_labels"], batch["class_labels"]):
+        expected = sorted(s["category_id"] for s in record["segments_info"] if not s.get("iscrowd", 0))
+        assert sorted(classes.tolist()) == expected and masks.shape[0] == len(expected)
+    assert torch.isfinite(model(**batch).loss)
+    metrics = task.evaluate(model.eval(), records, processor, batch_size=2, categories=categories)
+    assert set(metrics) == {"panoptic_quality", "segmentation_quality", "recognition_quality", "mean_iou"}
+    assert all(0 <= v <= 100 for v in metrics.values())
