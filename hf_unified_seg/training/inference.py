@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .tasks import TrainingTask, get_training_task, task_for_model
+from .tasks import TrainingTask, get_training_task
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -54,7 +54,7 @@ def load_model(path: str | os.PathLike, trust_remote_code: bool = False) -> tupl
         raise ValueError(f"cannot tell the task of {path!r} (architectures={getattr(config, 'architectures', None)})")
     model = getattr(transformers, task.auto_class).from_pretrained(path, trust_remote_code=trust_remote_code)
     processor = AutoImageProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
-    return model.eval(), processor, task_for_model(model) if task is None else task
+    return model.eval(), processor, task
 
 
 def collect_images(inputs: list[str | os.PathLike]) -> list[Path]:

@@ -57,12 +57,14 @@ def _labels_from_categories(categories: list[dict[str, Any]]) -> tuple[dict[int,
 
 
 def _task_from_config(config: Any) -> TrainingTask | None:
+    """The task of the class named in `config.architectures`, looked up in each task's Auto class."""
     import transformers
 
+    from .tasks import list_training_tasks
+
     for arch in getattr(config, "architectures", None) or []:
-        for name in ("image-classification", "semantic-segmentation", "universal-segmentation", *_all_tasks()):
-            task = get_training_task(name)
-            auto = getattr(transformers, task.auto_class, None)
+        for name in list_training_tasks():
+            auto = getattr(transformers, get_training_task(name).auto_class, None)
             try:
                 cls = auto._model_mapping[type(config)]
             except (KeyError, AttributeError):
@@ -70,12 +72,6 @@ def _task_from_config(config: Any) -> TrainingTask | None:
             if getattr(cls, "__name__", None) == arch:
                 return task_for_model(cls)
     return None
-
-
-def _all_tasks() -> list[str]:
-    from .tasks import list_training_tasks
-
-    return list_training_tasks()
 
 
 def _image_processor_for_config(config: Any) -> Any:
