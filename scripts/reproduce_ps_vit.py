@@ -151,7 +151,7 @@ def train(
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, data: dict, batch_size: int = 256) -> dict:
     model.eval()
-    correct, hits_first, hits_last, offsets, points_total = 0, 0.0, 0.0, 0.0, 0
+    correct, hits_first, hits_last, offsets, off_map, points_total = 0, 0.0, 0.0, 0.0, 0.0, 0
     size = data["images"].shape[-1]
     for start in range(0, len(data["labels"]), batch_size):
         pixel_values = data["images"][start : start + batch_size]
@@ -172,6 +172,9 @@ def evaluate(model: torch.nn.Module, data: dict, batch_size: int = 256) -> dict:
             else:
                 hits_last += float(on_object.float().sum())
         offsets += float((points[:, -1] - points[:, 0]).norm(dim=-1).sum())
+        # final points beyond the feature map's pixel area [-0.5, H_f - 0.5]^2 (they read mostly zero padding)
+        edge = size // STEM_STRIDE - 0.5
+        off_map += float(((points[:, -1] < -0.5) | (points[:, -1] > edge)).any(-1).float().sum())
         points_total += points.shape[0] * points.shape[2]
     result = {"top1": 100.0 * correct / len(data["labels"])}
     if points_total:
@@ -179,6 +182,7 @@ def evaluate(model: torch.nn.Module, data: dict, batch_size: int = 256) -> dict:
             hit_initial=100.0 * hits_first / points_total,
             hit_final=100.0 * hits_last / points_total,
             mean_point_shift=offsets / points_total,
+            points_off_map=100.0 * off_map / points_total,
         )
     return result
 
@@ -197,8 +201,8 @@ def _mean_std(values: list[float]) -> str:
 def markdown_table(runs: list[dict]) -> str:
     lines = [
         "| arm | TransMix | params | val top-1 (%) | points on object, initial grid (%) | points on object, final (%) "
-        "| mean point shift (feature px) | s / run |",
-        "|---|---|---|---|---|---|---|---|",
+        "| mean point shift (feature px) | final points off the feature map (%) | s / run |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for arm in ARMS:
         for mix in (False, True):
@@ -215,6 +219,7 @@ def markdown_table(runs: list[dict]) -> str:
                     if "mean_point_shift" in group[0]
                     else "–"
                 )
+                + f" | {_mean_std([r['points_off_map'] for r in group if 'points_off_map' in r])}"
                 + f" | {statistics.mean([r['seconds'] for r in group]):.0f} |"
             )
     return "\n".join(lines)
