@@ -353,9 +353,12 @@ def train(
             freeze_batchnorm_statistics(model, only_frozen=lora_args.lora)
 
     set_train_mode()
+    # A time-budgeted run shows seconds (the budget usually ends it); otherwise optimizer steps.
+    time_bar = training_args.max_train_time is not None
     progress = tqdm(
-        total=max_steps,
-        initial=global_step,
+        total=round(training_args.max_train_time) if time_bar else max_steps,
+        initial=0 if time_bar else global_step,
+        unit="s" if time_bar else "step",
         desc="training",
         disable=training_args.disable_tqdm or not accelerator.is_local_main_process,
     )
@@ -388,7 +391,10 @@ def train(
             if not accelerator.optimizer_step_was_skipped:
                 scheduler.step()
             global_step += 1
-            progress.update(1)
+            if time_bar:
+                progress.update(min(round(time.time() - start), progress.total) - progress.n)
+            else:
+                progress.update(1)
             step_loss = accelerator.reduce(running_loss, reduction="mean").item()
             running_loss.zero_()
             last_loss = step_loss
@@ -404,7 +410,7 @@ def train(
                     },
                     global_step,
                 )
-                progress.set_postfix(loss=f"{step_loss:.4f}")
+                progress.set_postfix(step=global_step, loss=f"{step_loss:.4f}")
             timed_out = (
                 training_args.max_train_time is not None and time.time() - start >= training_args.max_train_time
             )
