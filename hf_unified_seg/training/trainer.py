@@ -359,6 +359,7 @@ def train(
         total=round(training_args.max_train_time) if time_bar else max_steps,
         initial=0 if time_bar else global_step,
         unit="s" if time_bar else "step",
+        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt}s [{elapsed}{postfix}]" if time_bar else None,
         desc="training",
         disable=training_args.disable_tqdm or not accelerator.is_local_main_process,
     )
