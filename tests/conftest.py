@@ -9,7 +9,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# One thread: tests use tiny tensors, and OpenMP spinning makes more threads far slower on a busy 2-core machine.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
