@@ -232,6 +232,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--batch", type=int, default=2, help="batch size of the model arms")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per arm (median)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--postprocessing-only", action="store_true", help="skip the model arms")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     num_classes = 19 if args.smoke else 133  # ShapesWorld / COCO panoptic vocabularies
@@ -240,7 +241,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     batch = 1 if args.smoke else args.batch
 
     xdecoder, mask2former, setting = build_pair(args.smoke, num_classes)
-    rows = bench_models(xdecoder, mask2former, size, batch, repeats, num_classes)
+    rows = [] if args.postprocessing_only else bench_models(xdecoder, mask2former, size, batch, repeats, num_classes)
     rows += bench_postprocessing(
         queries=setting["object_queries"], num_classes=num_classes, target=128 if args.smoke else 512, repeats=repeats
     )

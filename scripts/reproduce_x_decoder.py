@@ -232,7 +232,9 @@ def prepare(directory: Path, image_size: int, num_train: int, caption_vocab: boo
     print(f"wrote the initial nano model to {directory}")
 
 
-def report(directory: Path, card: Path, num_eval: int, image_size: int, output: Path | None) -> dict[str, Any]:
+def report(
+    directory: Path, card: Path, num_eval: int, image_size: int, output: Path | None, num_caption_images: int = 16
+) -> dict[str, Any]:
     """Evaluate a trained run on val / val_openvocab and write the results table."""
     model = XDecoderForPreTraining.from_pretrained(directory).eval()
     image_processor = XDecoderImageProcessor.from_pretrained(directory)
@@ -240,7 +242,9 @@ def report(directory: Path, card: Path, num_eval: int, image_size: int, output: 
     openvocab = load_shapesworld("val_openvocab", num_images=num_eval, image_size=image_size, seed=0)
     categories = get_categories(val)
     start = time.perf_counter()
-    seen = evaluate_x_decoder(model, val, image_processor, categories=categories, num_caption_images=64)
+    seen = evaluate_x_decoder(
+        model, val, image_processor, categories=categories, num_caption_images=num_caption_images
+    )
     held_out = evaluate_x_decoder(model, openvocab, image_processor, categories=categories, num_caption_images=0)
     captions = sample_captions(model, [val[i] for i in range(6)], image_processor)
     eval_seconds = time.perf_counter() - start
@@ -255,6 +259,10 @@ def report(directory: Path, card: Path, num_eval: int, image_size: int, output: 
                 "train_seconds": steps[-1].get("elapsed"),
                 "loss": steps[-1]["loss"],
             }
+    summary = directory / "train_results.json"
+    if summary.exists():  # the trainer's own totals (the log only has every `logging_steps`-th step)
+        totals = json.loads(summary.read_text())
+        train_info.update(steps=totals["global_step"], train_seconds=totals.get("train_runtime"))
     held_names = sorted({c["name"] for c in categories if c.get("openvocab")})
     result = {"val": seen, "val_openvocab": held_out, "captions": captions, "train": train_info}
     targets = {"panoptic_quality": 50.0, "mean_iou": 60.0, "referring_ciou": 50.0}
@@ -267,8 +275,8 @@ def report(directory: Path, card: Path, num_eval: int, image_size: int, output: 
         f"on ShapesWorld train ({image_size} px) on a shared 2-core CPU.",
         "",
         f"Training: {train_info.get('steps', '?')} steps in {train_info.get('train_seconds', 0) or 0:.0f} s, "
-        f"last loss {train_info.get('loss', float('nan')):.2f}. Evaluation: {num_eval} images per split "
-        f"({eval_seconds:.0f} s).",
+        f"last logged loss {train_info.get('loss', float('nan')):.2f}. Evaluation: {num_eval} images per split "
+        f"({eval_seconds:.0f} s; caption checks on the first {num_caption_images} val images).",
         "",
         "| metric | val (seen shapes) | val_openvocab (held-out shapes: " + ", ".join(held_names) + ") | target |",
         "|---|---|---|---|",
@@ -321,6 +329,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--prepare", type=Path, default=None, help="write the initial nano model here and exit")
     parser.add_argument("--report", type=Path, default=None, help="evaluate this trained run and write the card")
     parser.add_argument("--card", type=Path, default=Path("model_cards/results/x_decoder.md"))
+    parser.add_argument("--num-caption-images", type=int, default=16, help="images captioned by --report")
     parser.add_argument(
         "--caption-vocab",
         action="store_true",
@@ -333,7 +342,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         prepare(args.prepare, args.image_size, args.num_train, args.caption_vocab)
         return {}
     if args.report is not None:
-        return report(args.report, args.card, args.num_eval, args.image_size, args.output)
+        return report(args.report, args.card, args.num_eval, args.image_size, args.output, args.num_caption_images)
 
     if args.smoke:
         args.seeds, args.steps, args.batch, args.num_train, args.num_eval = 1, 2, 2, 4, 2
@@ -343,6 +352,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for name in args.variants.split(","):
             run = run_variant(name, seed, data, args.steps, args.batch, args.image_size, args.smoke)
             runs.append(run)
+            if args.output is not None:  # partial results survive an interrupted run
+                args.output.parent.mkdir(parents=True, exist_ok=True)
+                args.output.write_text(json.dumps({"runs": runs, "claims": summarise(runs)}, indent=2, default=str))
             print(
                 f"[{name} seed {seed}] {run['train_seconds']:.0f}s  PQ {run['val']['panoptic_quality']:.1f}  "
                 f"mIoU {run['val']['mean_iou']:.1f}  cIoU {run['val'].get('referring_ciou', float('nan')):.1f}  "

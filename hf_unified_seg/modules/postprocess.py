@@ -289,20 +289,22 @@ def panoptic_segmentation(
         owner = (probs * kept_scores[:, None, None]).argmax(dim=0)
         binary = probs >= mask_threshold
         num_kept = probs.shape[0]
-        owned = F.one_hot(owner, num_kept).permute(2, 0, 1).bool() & binary
-        owned_area = owned.flatten(1).sum(1)
+        # a pixel belongs to its owner's segment only where the owner's own mask is on; areas by counting owners
+        owner_is_on = binary.gather(0, owner[None])[0]
+        owned_area = torch.bincount(owner[owner_is_on], minlength=num_kept)
         binary_area = binary.flatten(1).sum(1)
         segment_of_query = torch.zeros(
             num_kept + 1, dtype=torch.int32, device=owner.device
         )  # slot num_kept = "unassigned"
         segments: list[dict[str, Any]] = []
         fused: dict[int, int] = {}
+        owned_list, binary_list, labels_list = owned_area.tolist(), binary_area.tolist(), kept_labels.tolist()
         for q in range(num_kept):
-            if owned_area[q] == 0 or binary_area[q] == 0:
+            if owned_list[q] == 0 or binary_list[q] == 0:
                 continue
-            if owned_area[q].item() / binary_area[q].item() < overlap_mask_area_threshold:
+            if owned_list[q] / binary_list[q] < overlap_mask_area_threshold:
                 continue
-            label = int(kept_labels[q])
+            label = labels_list[q]
             should_fuse = label in label_ids_to_fuse
             if should_fuse and label in fused:
                 segment_of_query[q] = fused[label]
@@ -319,7 +321,6 @@ def panoptic_segmentation(
             )
             if should_fuse:
                 fused[label] = segment_id
-        owner_is_on = binary.gather(0, owner[None])[0]
         segmentation = torch.where(owner_is_on, owner, torch.full_like(owner, num_kept))
         results.append({"segmentation": segment_of_query[segmentation], "segments_info": segments})
     return results
