@@ -18,7 +18,7 @@ examples:
   hf-unified-seg quickstart                      # data + ~2 min CPU training + evaluation + overlay PNG
   hf-unified-seg data --output_dir shapes --num_train 512 --format coco
   hf-unified-seg train --model_name_or_path antialiased_resnet --preset tiny --max_steps 200 --output_dir run
-  accelerate launch --num_processes 2 --cpu -m hf_unified_seg.cli train --max_steps 200 --output_dir run
+  accelerate launch --multi_gpu --num_processes 2 -m hf_unified_seg.cli train --max_steps 200 --output_dir run  # gloo DDP on CPU
   hf-unified-seg evaluate --model run
   hf-unified-seg predict --model run photo.png more_images/ --output_dir predictions
   hf-unified-seg publish run you/my-model --remote-code
@@ -34,7 +34,7 @@ examples:
   # LoRA fine-tuning of a saved model on a COCO-format folder
   hf-unified-seg train --model_name_or_path run --dataset my_coco_folder --lora --lora_r 8 --output_dir lora
   # two CPU processes (gloo DDP); the same command runs on GPUs without --cpu
-  accelerate launch --num_processes 2 --cpu -m hf_unified_seg.cli train --max_steps 100 --output_dir ddp
+  accelerate launch --multi_gpu --num_processes 2 -m hf_unified_seg.cli train --max_steps 100 --output_dir ddp  # gloo DDP on CPU
   # all flags from a JSON file
   hf-unified-seg train args.json
 """

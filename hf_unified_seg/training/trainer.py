@@ -1,6 +1,8 @@
 """The training loop: Accelerate, generic over every model whose forward returns `loss` when given labels.
 
-One code path serves a single CPU process, `accelerate launch --num_processes 2 --cpu` (gloo DDP) and GPUs.
+One code path serves a single CPU process, several CPU processes (gloo DDP) and GPUs. For CPU processes launch with
+`accelerate launch --multi_gpu --num_processes 2 ...` (torchrun underneath; without CUDA the trainer picks gloo on
+CPU): accelerate 1.x's `--cpu --num_processes 2` spawns extra processes only through `mpirun`.
 The data order is a function of `(seed, epoch)` only and checkpoints record `(epoch, batches seen)`, so a
 resumed run replays exactly the batches an uninterrupted run would have seen.
 """
