@@ -14,6 +14,8 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
-def _seed():
+def _seed_and_threads():
     torch.manual_seed(0)
     yield
+    # scripts run in-process may change the thread count; never leak it into the next test
+    torch.set_num_threads(1)

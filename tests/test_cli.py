@@ -8,21 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from hf_unified_seg.cli import main
 from hf_unified_seg.training.inference import rle_to_mask
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors: one thread avoids OpenMP oversubscription on a shared CPU (and keeps results stable)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 SUBCOMMANDS = ["data", "train", "evaluate", "predict", "publish", "quickstart"]
 

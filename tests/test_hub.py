@@ -21,16 +21,6 @@ from hf_unified_seg.training import DataArguments, ModelArguments, SegTrainingAr
 sys.path.insert(0, str(Path(__file__).parent))
 from hub_server import HubServer  # noqa: E402
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors: one thread avoids OpenMP oversubscription on a shared CPU (and keeps results stable)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 REPO = Path(__file__).resolve().parents[1]
 
 LOAD_SCRIPT = textwrap.dedent(

@@ -24,15 +24,6 @@ from hf_unified_seg.training import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors: one thread avoids OpenMP oversubscription on a shared CPU (and keeps results stable)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def lora_run(tmp_path_factory):
     """Train a saved PS-ViT base for a few steps with LoRA through the trainer."""

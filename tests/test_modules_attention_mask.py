@@ -14,16 +14,6 @@ from hf_unified_seg.modules.attention_mask import (
     task_query_groups,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # the tensors are tiny; multi-threaded OpenMP spins badly on the shared, oversubscribed CPU
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 M1, N = 4, 5  # object queries, text length
 
 

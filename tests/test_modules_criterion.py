@@ -1,6 +1,5 @@
 """Set criterion and semantic losses against hand computations; perfect predictions give ~0 mask losses."""
 
-import pytest
 import torch
 from torch.nn import functional as F
 
@@ -13,15 +12,6 @@ from hf_unified_seg.modules.criterion import (
     matched_mask_losses,
 )
 from hf_unified_seg.modules.matcher import HungarianMatcher
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # the tensors are tiny; multi-threaded OpenMP spins badly on the shared, oversubscribed CPU
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _targets():

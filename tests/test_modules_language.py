@@ -9,15 +9,6 @@ from hf_unified_seg.models.x_decoder.configuration_x_decoder import MINILM_TEXT_
 from hf_unified_seg.modules.language import LanguageBridge, resolve_text_model_path
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # the tensors are tiny; multi-threaded OpenMP spins badly on the shared, oversubscribed CPU
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def minilm():
     path = default_text_model_path()

@@ -1,6 +1,5 @@
 """Masked-attention decoder pieces: attention vs torch's reference, blocked rows, post-norm order, round robin."""
 
-import pytest
 import torch
 from torch import nn
 
@@ -12,15 +11,6 @@ from hf_unified_seg.modules.mask_decoder import (
     MultiHeadAttention,
     QueryGroup,
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # the tensors are tiny; multi-threaded OpenMP spins badly on the shared, oversubscribed CPU
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _copy_to_torch_mha(ours: MultiHeadAttention, dim: int, heads: int) -> nn.MultiheadAttention:

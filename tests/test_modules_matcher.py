@@ -2,20 +2,10 @@
 
 import itertools
 
-import pytest
 import torch
 from torch.nn import functional as F
 
 from hf_unified_seg.modules.matcher import HungarianMatcher, pairwise_dice, pairwise_sigmoid_ce, sample_mask_pairs
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # the tensors are tiny; multi-threaded OpenMP spins badly on the shared, oversubscribed CPU
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def test_pairwise_costs_match_loops():

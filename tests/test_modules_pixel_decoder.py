@@ -1,18 +1,8 @@
 """Transformer-encoder FPN pixel decoder: shapes, parameter formula, padding handling."""
 
-import pytest
 import torch
 
 from hf_unified_seg.modules.pixel_decoder import TransformerEncoderPixelDecoder
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # the tensors are tiny; multi-threaded OpenMP spins badly on the shared, oversubscribed CPU
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _decoder(**kwargs):

@@ -2,19 +2,9 @@
 
 import math
 
-import pytest
 import torch
 
 from hf_unified_seg.modules.position_encoding import SinePositionEmbedding
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # the tensors are tiny; multi-threaded OpenMP spins badly on the shared, oversubscribed CPU
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _reference(num_feats: int, height: int, width: int, temperature: float = 10000.0) -> torch.Tensor:

@@ -33,15 +33,6 @@ from hf_unified_seg.models.ps_vit import (
 from hf_unified_seg.models.ps_vit.modeling_ps_vit import PsVitProgressiveSampler
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """These tensors are tiny: on a shared 2-core CPU one thread avoids OpenMP threads waiting on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_config(**kwargs) -> PsVitConfig:
     labels = {0: "circle", 1: "square", 2: "star"}
     return PsVitConfig.from_preset("tiny", id2label=labels, label2id={v: k for k, v in labels.items()}, **kwargs)

@@ -31,16 +31,6 @@ from hf_unified_seg.training import (
 )
 from hf_unified_seg.training.checkpoint import list_checkpoints, resolve_checkpoint
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors: one thread avoids OpenMP oversubscription on a shared CPU (and keeps results stable)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -10,15 +10,6 @@ from hf_unified_seg.data.transmix import TransMix, class_token_attention, one_ho
 from hf_unified_seg.models.ps_vit import PsVitConfig, PsVitForImageClassification
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """These tensors are tiny: on a shared 2-core CPU one thread avoids OpenMP threads waiting on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_targets_are_distributions_for_cutmix_and_mixup():
     transmix = TransMix(num_classes=5, label_smoothing=0.1, seed=0)
     pixel_values, labels = torch.randn(6, 3, 16, 16), torch.tensor([0, 1, 2, 3, 4, 0])

@@ -16,16 +16,6 @@ from hf_unified_seg.models.x_decoder.modeling_x_decoder import (
     enable_efficient_finetuning,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # the tensors are tiny; multi-threaded OpenMP spins badly on the shared, oversubscribed CPU
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 LABELS = {0: "circle", 1: "square", 2: "sky"}
 BOS, EOS = 101, 102
 
