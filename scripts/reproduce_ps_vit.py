@@ -45,9 +45,19 @@ ARMS = ("progressive", "fixed_grid", "vit")
 # ------------------------------------------------------------------------------------------------ data
 
 
-def load_split(split: str, num_images: int, image_size: int, seed: int, classes: list[int] | None = None) -> dict:
+def load_split(
+    split: str,
+    num_images: int,
+    image_size: int,
+    seed: int,
+    classes: list[int] | None = None,
+    min_things: int = 2,
+    max_things: int = 5,
+) -> dict:
     """Images normalised to [-1, 1], contiguous labels over the thing classes, and the labelled object's mask."""
-    dataset = load_shapesworld(split, num_images=num_images, image_size=image_size, seed=seed, min_things=2)
+    dataset = load_shapesworld(
+        split, num_images=num_images, image_size=image_size, seed=seed, min_things=min_things, max_things=max_things
+    )
     if classes is None:
         classes = [c["id"] for c in get_categories(dataset) if c["isthing"] and not c["openvocab"]]
     index = {category: i for i, category in enumerate(classes)}
@@ -238,6 +248,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--train-images", type=int, default=2000)
     parser.add_argument("--val-images", type=int, default=500)
+    parser.add_argument("--min-things", type=int, default=2, help="fewest thing shapes per image")
+    parser.add_argument("--max-things", type=int, default=5, help="most thing shapes per image")
     parser.add_argument("--image-size", type=int, default=64, help="multiple of 8 (tokens per axis = size / 8)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -261,8 +273,9 @@ def main() -> None:
         parser.error("--image-size must be a multiple of 8")
     torch.set_num_threads(args.threads)
 
-    train_data = load_split("train", args.train_images, args.image_size, seed=0)
-    val_data = load_split("val", args.val_images, args.image_size, seed=0, classes=train_data["classes"])
+    things = {"min_things": args.min_things, "max_things": args.max_things}
+    train_data = load_split("train", args.train_images, args.image_size, seed=0, **things)
+    val_data = load_split("val", args.val_images, args.image_size, seed=0, classes=train_data["classes"], **things)
     num_labels = len(train_data["classes"])
     majority = int(torch.bincount(train_data["labels"], minlength=num_labels).argmax())
     majority_top1 = 100.0 * float((val_data["labels"] == majority).float().mean())

@@ -19,8 +19,19 @@ def _run(script: str, *args: str, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_reproduction_smoke(tmp_path, monkeypatch, capsys):
     output = tmp_path / "repro.json"
-    _run("reproduce_ps_vit.py", "--smoke", "--output", str(output), monkeypatch=monkeypatch)
+    _run(
+        "reproduce_ps_vit.py",
+        "--smoke",
+        "--min-things",
+        "1",
+        "--max-things",
+        "1",
+        "--output",
+        str(output),
+        monkeypatch=monkeypatch,
+    )
     report = json.loads(output.read_text())
+    assert (report["settings"]["min_things"], report["settings"]["max_things"]) == (1, 1)
     arms = {(run["arm"], run["transmix"]) for run in report["runs"]}
     assert arms == {(a, m) for a in ("progressive", "fixed_grid", "vit") for m in (False, True)}
     for run in report["runs"]:
