@@ -414,3 +414,15 @@ def test_antialiased_resnet_backbone_through_auto_backbone():
     with torch.no_grad():
         out = model(images(batch=1))
     assert out.masks_queries_logits.shape == (1, 8, 16, 16)
+
+
+def test_caption_vocabulary_restriction_survives_from_pretrained(tmp_path):
+    # the restriction is a non-persistent buffer: it must be rebuilt from the config, not read as uninitialised memory
+    vocab = [0, BOS, EOS, 1037, 2003, 4418]
+    model = XDecoderForCaptioning(tiny_config(caption_vocab_ids=vocab)).eval()
+    model.save_pretrained(tmp_path)
+    loaded = XDecoderForCaptioning.from_pretrained(tmp_path).eval()
+    assert loaded.model.caption_vocab_ids.tolist() == vocab
+    x = images(batch=1)
+    with torch.no_grad():
+        assert torch.equal(model.generate(x, max_new_tokens=4), loaded.generate(x, max_new_tokens=4))

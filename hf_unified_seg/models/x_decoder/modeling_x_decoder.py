@@ -254,6 +254,10 @@ class XDecoderPreTrainedModel(PreTrainedModel):
             init.normal_(module.weight, std=1.0)
         if isinstance(module, XDecoderModel):
             init.constant_(module.logit_scale, self.config.logit_scale_init_value)
+            # Non-persistent buffers are not in the checkpoint: `from_pretrained` allocates them empty, so rebuild
+            # the caption vocabulary restriction from the config here.
+            if module.caption_vocab_ids is not None:
+                init.copy_(module.caption_vocab_ids, torch.tensor(self.config.caption_vocab_ids, dtype=torch.long))
 
 
 @dataclass
