@@ -12,8 +12,8 @@ from transformers import (
     AutoModelForImageClassification,
     AutoModelForSemanticSegmentation,
 )
-from transformers.models.auto import modeling_auto
 
+from ...pipelines import add_to_pipeline_support
 from .configuration_antialiased_resnet import AA_MODES, AntiAliasedResNetConfig
 from .image_processing_antialiased_resnet import AntiAliasedResNetImageProcessor
 from .modeling_antialiased_resnet import (
@@ -38,11 +38,10 @@ AutoImageProcessor.register(
     AntiAliasedResNetConfig, image_processor_classes={"pil": AntiAliasedResNetImageProcessor}, exist_ok=True
 )
 
-# The image-segmentation pipeline checks support against a *copy* of the name tables, which drops the classes
-# registered above and would log "not supported" for a model that works. Listing the class name there (for a
-# model_type transformers does not know, so the lazy Auto mappings never try to import it) silences that.
-modeling_auto.MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES.setdefault(
-    AntiAliasedResNetConfig.model_type, AntiAliasedResNetForSemanticSegmentation.__name__
+# The image-segmentation pipeline's support check reads transformers' static name tables (see
+# `add_to_pipeline_support`); without this it logs "not supported" for a model that works.
+add_to_pipeline_support(
+    "semantic-segmentation", AntiAliasedResNetConfig.model_type, AntiAliasedResNetForSemanticSegmentation.__name__
 )
 
 __all__ = [

@@ -7,8 +7,8 @@ from transformers import (
     AutoModelForImageClassification,
     AutoModelForSemanticSegmentation,
 )
-from transformers.models.auto import modeling_auto
 
+from ...pipelines import add_to_pipeline_support
 from .configuration_ps_vit import PsVitConfig
 from .image_processing_ps_vit import PsVitImageProcessor
 from .modeling_ps_vit import (
@@ -28,11 +28,9 @@ AutoModel.register(PsVitConfig, PsVitModel, exist_ok=True)
 AutoModelForImageClassification.register(PsVitConfig, PsVitForImageClassification, exist_ok=True)
 AutoModelForSemanticSegmentation.register(PsVitConfig, PsVitForSemanticSegmentation, exist_ok=True)
 AutoImageProcessor.register(PsVitConfig, image_processor_classes={"pil": PsVitImageProcessor}, exist_ok=True)
-# The image-segmentation pipeline checks support against a copy of the static name tables (not the registered
-# classes); listing the class there under our model_type, unknown to transformers, avoids a spurious "not supported".
-modeling_auto.MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES.setdefault(
-    PsVitConfig.model_type, PsVitForSemanticSegmentation.__name__
-)
+# The image-segmentation pipeline's support check reads transformers' static name tables (see
+# `add_to_pipeline_support`); without this it logs "not supported" for a model that works.
+add_to_pipeline_support("semantic-segmentation", PsVitConfig.model_type, PsVitForSemanticSegmentation.__name__)
 
 __all__ = [
     "PsVitConfig",
