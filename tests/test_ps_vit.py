@@ -447,3 +447,25 @@ def test_image_processor_defaults_and_segmentation_maps():
     assert batch["pixel_values"].shape == (1, 3, 32, 32)
     assert batch["labels"].dtype == torch.int64 and torch.all(batch["labels"] == 2)
     assert set(batch.keys()) == {"pixel_values", "labels"}
+
+
+@pytest.mark.parametrize("num_sampling_iterations", [1, 2])
+def test_tiny_model_memorises_a_handful_of_images(num_sampling_iterations):
+    # end-to-end trainability check (stem -> sampler -> encoder -> class token -> classifier): a broken path, e.g.
+    # a classifier reading a token that never sees the image, leaves the loss at ln(num_labels)
+    torch.manual_seed(0)
+    model = PsVitForImageClassification(tiny_config(num_sampling_iterations=num_sampling_iterations)).train()
+    pixel_values = torch.randn(6, 3, 32, 32)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    for _ in range(40):
+        loss = model(pixel_values, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        out = model(pixel_values, labels=labels)
+    assert out.loss < 0.1 * math.log(3)
+    assert torch.equal(out.logits.argmax(-1), labels)
+    assert torch.isfinite(out.sampling_points).all()
