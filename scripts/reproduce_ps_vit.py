@@ -90,12 +90,15 @@ def random_translate(images: torch.Tensor, max_shift: int, generator: torch.Gene
 # ------------------------------------------------------------------------------------------------ models
 
 
-def build_model(arm: str, num_labels: int, image_size: int) -> torch.nn.Module:
-    """The three arms; tokens per axis = image_size / 8 (PS-ViT-mini's 8x8 tokens at 64 px)."""
+def build_model(arm: str, num_labels: int, image_size: int, offset_scale: float = 1.0) -> torch.nn.Module:
+    """The three arms; tokens per axis = image_size / 8 (PS-ViT-mini's 8x8 tokens at 64 px).
+
+    `offset_scale` is the reference's optional multiplier gamma on the predicted offsets (released models: 1.0).
+    """
     points = image_size // 8
     common = {"num_labels": num_labels, "image_size": image_size, "num_sampling_points": points}
     if arm == "progressive":
-        return PsVitForImageClassification(PsVitConfig.from_preset("ps_vit_mini", **common))
+        return PsVitForImageClassification(PsVitConfig.from_preset("ps_vit_mini", offset_scale=offset_scale, **common))
     if arm == "fixed_grid":
         config = PsVitConfig.from_preset("ps_vit_mini", num_sampling_iterations=1, num_hidden_layers=5, **common)
         return PsVitForImageClassification(config)
@@ -256,6 +259,9 @@ def main() -> None:
     parser.add_argument("--warmup-epochs", type=int, default=1)
     parser.add_argument("--label-smoothing", type=float, default=0.1)
     parser.add_argument("--max-shift", type=int, default=4)
+    parser.add_argument(
+        "--offset-scale", type=float, default=1.0, help="gamma multiplying the progressive arm's offsets (paper: 1.0)"
+    )
     # one thread: on a shared, oversubscribed CPU the OpenMP threads of small ops mostly wait on each other
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--verbose", action="store_true", help="print the mean loss of every epoch")
@@ -284,7 +290,7 @@ def main() -> None:
         for use_transmix in {"both": (False, True), "no": (False,), "yes": (True,)}[args.transmix]:
             for seed in args.seeds:
                 torch.manual_seed(seed)
-                model = build_model(arm, num_labels, args.image_size)
+                model = build_model(arm, num_labels, args.image_size, args.offset_scale)
                 start = time.perf_counter()
                 losses = train(model, train_data, args, seed, use_transmix, num_labels)
                 result = evaluate(model, val_data)
