@@ -4,6 +4,7 @@ generation, save/load, efficient finetuning, LoRA, and input validation. Tiny co
 import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import AutoModelForPreTraining
 
 from hf_unified_seg.models.x_decoder.configuration_x_decoder import XDecoderConfig
 from hf_unified_seg.models.x_decoder.modeling_x_decoder import (
@@ -426,3 +427,20 @@ def test_caption_vocabulary_restriction_survives_from_pretrained(tmp_path):
     x = images(batch=1)
     with torch.no_grad():
         assert torch.equal(model.generate(x, max_new_tokens=4), loaded.generate(x, max_new_tokens=4))
+
+
+def test_frozen_text_model_stays_frozen_and_deterministic_after_from_pretrained(tmp_path):
+    # transformers re-creates loaded parameters with requires_grad=True; a reload must not unfreeze the language model
+    # (that once made every training step back-propagate through all of MiniLM)
+    model = XDecoderForPreTraining(tiny_config())
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and not any(".text_model." in n for n in trainable)
+    model.save_pretrained(tmp_path)
+    for cls in (XDecoderForPreTraining, AutoModelForPreTraining):
+        loaded = cls.from_pretrained(tmp_path).train()
+        assert {n for n, p in loaded.named_parameters() if p.requires_grad} == trainable
+        # frozen means no dropout either: the cached features equal a fresh forward
+        assert not loaded.model.language.text_model.training and loaded.model.decoder.training
+        ids = torch.tensor([[BOS, 4418, 2003, EOS]])
+        first = loaded.model.language.encode(ids).pooled
+        assert torch.equal(first, loaded.model.language.encode(ids, use_cache=False).pooled)

@@ -98,8 +98,7 @@ class LanguageBridge(nn.Module):
         self.token_projection = nn.Linear(hidden, token_dim, bias=False)
         self._cache: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}
         self._register_load_state_dict_pre_hook(lambda *args, **kwargs: self.clear_cache())
-        if freeze:
-            self.text_model.requires_grad_(False)
+        self.refreeze()
 
     @property
     def hidden_size(self) -> int:
@@ -113,9 +112,17 @@ class LanguageBridge(nn.Module):
         missing, unexpected = self.text_model.load_state_dict(pretrained.state_dict(), strict=False)
         if missing:
             raise ValueError(f"pretrained text model at {path!r} lacks weights: {missing[:5]}")
+        self.refreeze()
+        self.clear_cache()
+
+    def refreeze(self) -> None:
+        """Re-apply `freeze` to the text model. Call it after anything that swaps its parameters: transformers'
+        `from_pretrained` re-creates every loaded parameter with `requires_grad=True`. LoRA layers that PEFT adds
+        later are not touched, so the frozen base keeps its adapters trainable."""
         if self.freeze:
             self.text_model.requires_grad_(False)
-        self.clear_cache()
+        if self.cache_enabled:
+            self.text_model.eval()
 
     @property
     def token_embedding_table(self) -> torch.Tensor:
@@ -132,7 +139,11 @@ class LanguageBridge(nn.Module):
 
     def train(self, mode: bool = True) -> LanguageBridge:
         self.clear_cache()
-        return super().train(mode)
+        super().train(mode)
+        if self.cache_enabled:
+            # a frozen model runs deterministically (no dropout): its cached features stand for every later call
+            self.text_model.eval()
+        return self
 
     def _run(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         want_hidden = self.hidden_layer != -1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -229,6 +230,15 @@ class XDecoderPreTrainedModel(PreTrainedModel):
     # the default class vocabulary lives only on the segmentation heads; other heads ignore it when loading
     _keys_to_ignore_on_load_unexpected = [r".*text_model\.embeddings\.position_ids", r"default_class_.*"]
     _keys_to_ignore_on_load_missing = [r"default_class_.*"]
+
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> XDecoderPreTrainedModel:
+        model = super().from_pretrained(*args, **kwargs)
+        # loading re-creates parameters with requires_grad=True, which would silently unfreeze the language model
+        for module in model.modules():
+            if isinstance(module, LanguageBridge):
+                module.refreeze()
+        return model
 
     def _init_weights(self, module: nn.Module) -> None:
         """Mask2Former / reference conventions: Xavier-uniform for the weight matrices of the attention layers and
