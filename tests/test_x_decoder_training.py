@@ -65,6 +65,36 @@ def test_collate_joint_batch(data, config):
     assert {"loss_retrieval", "loss_captioning"} <= set(out.loss_dict) and any("ground" in k for k in out.loss_dict)
 
 
+def test_held_out_classes_never_enter_training_prompts(data, config):
+    records = [data[0][i] for i in range(2)]
+    image_processor = XDecoderImageProcessor(size={"height": 64, "width": 64})
+    processor = processor_for(image_processor, config)
+    names = [config.id2label[i] for i in range(len(config.id2label))]
+    held = [names.index("pentagon"), names.index("crescent")]
+    withheld = XDecoderConfig.from_preset("tiny", id2label=config.id2label, held_out_label_ids=held)
+    full = collate_x_decoder(records, image_processor, config, rng=random.Random(0))
+    batch = collate_x_decoder(records, image_processor, withheld, rng=random.Random(0))
+    prompts = processor.tokenizer.batch_decode(batch["class_input_ids"], skip_special_tokens=True)
+    assert len(prompts) == len(names) - 2 + 1  # seen classes + background
+    assert not any("pentagon" in p or "crescent" in p for p in prompts)
+    # labels move to the positions of their names in the shortened prompt list
+    for old, new in zip(full["class_labels"], batch["class_labels"]):
+        kept = [n for i, n in enumerate(names) if i not in held]
+        assert [kept[j] for j in new.tolist()] == [names[j] for j in old.tolist()]
+    # a training image with a withheld class is refused, naming it
+    square = XDecoderConfig.from_preset("tiny", id2label=config.id2label, held_out_label_ids=[names.index("square")])
+    has_square = [r for r in data[0] if any(names[s["category_id"]] == "square" for s in r["segments_info"])]
+    assert has_square
+    with pytest.raises(ValueError, match="held-out classes \\['square'\\]"):
+        collate_x_decoder(has_square[:1], image_processor, square)
+    with pytest.raises(ValueError, match="held_out_label_ids"):
+        collate_x_decoder(
+            records,
+            image_processor,
+            XDecoderConfig.from_preset("tiny", id2label=config.id2label, held_out_label_ids=[99]),
+        )
+
+
 def test_evaluate_reports_every_task(data, config):
     torch.manual_seed(0)
     model = XDecoderForPreTraining(config).eval()
@@ -111,6 +141,9 @@ def test_smoke_training_with_the_workflow_trainer(tmp_path, data):
     # the saved run reloads as the pretraining model and serves the segmentation pipeline
     model = AutoModelForPreTraining.from_pretrained(tmp_path)
     assert isinstance(model, XDecoderForPreTraining)
+    # the dataset's open-vocabulary classes were withheld from training, but stay in the label vocabulary
+    held = [c["id"] for c in data[2] if c.get("openvocab")]
+    assert held and model.config.held_out_label_ids == held and len(model.config.id2label) == len(data[2])
     assert AutoProcessor.from_pretrained(tmp_path).tokenizer is not None
     segmenter = pipeline("image-segmentation", model=str(tmp_path))
     assert isinstance(segmenter(data[1][0]["image"], subtask="semantic"), list)

@@ -156,6 +156,10 @@ def build_model_and_processor(
             processor.size = {"height": s, "width": s}
         if getattr(processor, "do_center_crop", False):
             processor.crop_size = {"height": s, "width": s}
+    if hasattr(model.config, "held_out_label_ids"):
+        # open-vocabulary models must not see the names of classes kept for open-vocabulary evaluation
+        held = [int(c["id"]) for c in categories if c.get("openvocab")]
+        model.config.held_out_label_ids = held or None
     return model, processor, task
 
 

@@ -153,6 +153,10 @@ class XDecoderConfig(PreTrainedConfig):
         caption_bos_token_id, caption_eos_token_id, caption_pad_token_id (`int`): BERT [CLS]/[SEP]/[PAD] by default.
         caption_vocab_ids (`list[int]`, *optional*): restrict caption logits to these token ids (spec §8.2 speed
             option for a small caption grammar); `None` scores the whole vocabulary.
+        held_out_label_ids (`list[int]`, *optional*): `id2label` classes withheld from training for open-vocabulary
+            evaluation: their names never enter the training class prompts (not even as negatives), so the model
+            meets them first at test time; a training label among them is an error. The workflow trainer fills it
+            from the dataset's `openvocab` categories.
         tokenizer_name_or_path (`str`, *optional*): tokenizer used to encode the default class vocabulary
             (`id2label`) when no class prompts are given (default: the MiniLM tokenizer).
         class_prompt_template (`str`, defaults to `"an image of {}."`): prompt of a class name [D].
@@ -246,6 +250,7 @@ class XDecoderConfig(PreTrainedConfig):
     caption_eos_token_id: int = 102
     caption_pad_token_id: int = 0
     caption_vocab_ids: list[int] | None = None
+    held_out_label_ids: list[int] | None = None
     tokenizer_name_or_path: str | None = MINILM_SENTINEL
     class_prompt_template: str = "an image of {}."
     background_prompt: str = "background"

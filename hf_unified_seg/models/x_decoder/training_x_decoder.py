@@ -4,8 +4,9 @@ One training batch joins every pretraining task of spec §4 on the same ShapesWo
 draws a segmentation batch and an image-text batch each step; ShapesWorld images carry all annotations, so one
 batch serves both, which `XDecoderForPreTraining` runs in one decoder pass):
 
-- generic segmentation: every panoptic segment (things and stuff) -> `mask_labels` / `class_labels`, with the whole
-  `config.id2label` vocabulary as class prompts (one random template per class, background last);
+- generic segmentation: every panoptic segment (things and stuff) -> `mask_labels` / `class_labels`, with the
+  `config.id2label` vocabulary minus `config.held_out_label_ids` as class prompts (one random template per class,
+  background last);
 - referring segmentation: one random referring expression per image -> `referring_input_ids` + its segment's mask;
 - captioning and image-text retrieval: one random caption per image -> `caption_input_ids`.
 
@@ -55,6 +56,20 @@ def class_names_of(config: Any) -> list[str]:
     return [id2label[i] for i in range(len(id2label))]
 
 
+def training_vocabulary(config: Any) -> tuple[list[str], torch.Tensor]:
+    """Class prompts of training and the map from `id2label` ids to their positions (-1 for held-out classes)."""
+    names = class_names_of(config)
+    held = {int(i) for i in (getattr(config, "held_out_label_ids", None) or [])}
+    if not held <= set(range(len(names))):
+        raise ValueError(f"`held_out_label_ids` {sorted(held)} must be ids of `id2label` (0..{len(names) - 1}).")
+    kept = [i for i in range(len(names)) if i not in held]
+    if not kept:
+        raise ValueError("`held_out_label_ids` withholds every class; at least one must be trained.")
+    lookup = torch.full((len(names),), -1, dtype=torch.long)
+    lookup[kept] = torch.arange(len(kept))
+    return [names[i] for i in kept], lookup
+
+
 def _segments(record: dict[str, Any]) -> list[dict[str, Any]]:
     return [s for s in record["segments_info"] if not s.get("iscrowd", 0)]
 
@@ -88,13 +103,21 @@ def collate_x_decoder(
         return_segment_ids=True,
         return_tensors="pt",
     )
+    names, lookup = training_vocabulary(config)
+    class_labels = []
+    for labels in out["class_labels"]:
+        mapped = lookup[labels]
+        if (mapped < 0).any():
+            bad = sorted({class_names_of(config)[int(i)] for i in labels[mapped < 0]})
+            raise ValueError(f"training records contain held-out classes {bad} (`config.held_out_label_ids`).")
+        class_labels.append(mapped)
     batch: dict[str, Any] = {
         "pixel_values": out["pixel_values"],
         "pixel_mask": out["pixel_mask"],
         "mask_labels": out["mask_labels"],
-        "class_labels": out["class_labels"],
+        "class_labels": class_labels,
     }
-    batch.update(processor.encode_class_names(class_names_of(config), training=True, generator=rng))
+    batch.update(processor.encode_class_names(names, training=True, generator=rng))
 
     if getattr(config, "use_referring", True) and all(r.get("referring") for r in records):
         phrases, masks = [], []
@@ -348,4 +371,5 @@ __all__ = [
     "head_views",
     "processor_for",
     "sample_captions",
+    "training_vocabulary",
 ]
