@@ -150,6 +150,19 @@ def run_variant(
     return {"variant": name, "seed": seed, "steps": result.global_step, "train_seconds": train_seconds, **metrics}
 
 
+_WORKER_DATA: dict[str, Any] = {}
+
+
+def _init_worker(data_settings: tuple[Any, ...]) -> None:
+    torch.set_num_threads(1)
+    _WORKER_DATA.update(load_data(*data_settings))
+
+
+def _worker_run(name: str, seed: int, run_settings: tuple[Any, ...]) -> dict[str, Any]:
+    steps, batch, smoke = run_settings
+    return run_variant(name, seed, _WORKER_DATA, steps, batch, _WORKER_DATA["image_size"], smoke)
+
+
 def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for claim, base, ablated, key, split in CLAIMS:
@@ -212,6 +225,7 @@ def load_data(num_train: int, num_eval: int, image_size: int, caption_vocab: boo
         "val": load_shapesworld("val", num_images=num_eval, image_size=image_size, seed=seed),
         "val_openvocab": load_shapesworld("val_openvocab", num_images=num_eval, image_size=image_size, seed=seed),
         "categories": get_categories(train),
+        "image_size": image_size,
     }
     data["caption_vocab"] = caption_vocabulary(_tokenizer_processor(), train) if caption_vocab else None
     return data
@@ -325,7 +339,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--num-train", type=int, default=400)
     parser.add_argument("--num-eval", type=int, default=48)
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of the variants")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (per run when --jobs > 1: 1)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained in parallel, one process each")
     parser.add_argument("--prepare", type=Path, default=None, help="write the initial nano model here and exit")
     parser.add_argument("--report", type=Path, default=None, help="evaluate this trained run and write the card")
     parser.add_argument("--card", type=Path, default=Path("model_cards/results/x_decoder.md"))
@@ -346,26 +361,57 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     if args.smoke:
         args.seeds, args.steps, args.batch, args.num_train, args.num_eval = 1, 2, 2, 4, 2
-    data = load_data(args.num_train, args.num_eval, args.image_size, args.caption_vocab)
-    runs = []
-    for seed in range(args.seeds):
-        for name in args.variants.split(","):
-            run = run_variant(name, seed, data, args.steps, args.batch, args.image_size, args.smoke)
-            runs.append(run)
-            if args.output is not None:  # partial results survive an interrupted run
-                args.output.parent.mkdir(parents=True, exist_ok=True)
-                args.output.write_text(json.dumps({"runs": runs, "claims": summarise(runs)}, indent=2, default=str))
-            print(
-                f"[{name} seed {seed}] {run['train_seconds']:.0f}s  PQ {run['val']['panoptic_quality']:.1f}  "
-                f"mIoU {run['val']['mean_iou']:.1f}  cIoU {run['val'].get('referring_ciou', float('nan')):.1f}  "
-                f"open-vocab mIoU {run['val_openvocab']['mean_iou']:.1f}",
-                flush=True,
-            )
+    names = args.variants.split(",")
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"--variants: unknown {unknown}; choose from {list(VARIANTS)}")
+    settings = (args.num_train, args.num_eval, args.image_size, args.caption_vocab, args.steps, args.batch, args.smoke)
+    runs: list[dict[str, Any]] = []
+    if args.output is not None and args.output.exists():  # resume: keep the finished runs of the same settings
+        previous = json.loads(args.output.read_text())
+        if previous.get("settings_key") == list(settings):
+            runs = [r for r in previous.get("runs", []) if r["variant"] in names and r["seed"] < args.seeds]
+    done = {(r["variant"], r["seed"]) for r in runs}
+    todo = [(name, seed) for seed in range(args.seeds) for name in names if (name, seed) not in done]
+
+    def record(run: dict[str, Any]) -> None:
+        runs.append(run)
+        if args.output is not None:  # partial results survive an interrupted run
+            args.output.parent.mkdir(parents=True, exist_ok=True)
+            partial = {"settings_key": list(settings), "runs": runs, "claims": summarise(runs)}
+            args.output.write_text(json.dumps(partial, indent=2, default=str))
+        print(
+            f"[{run['variant']} seed {run['seed']}] {run['steps']} steps {run['train_seconds']:.0f}s  "
+            f"PQ {run['val']['panoptic_quality']:.1f}  mIoU {run['val']['mean_iou']:.1f}  "
+            f"cIoU {run['val'].get('referring_ciou', float('nan')):.1f}  "
+            f"open-vocab PQ {run['val_openvocab']['panoptic_quality']:.1f} "
+            f"mIoU {run['val_openvocab']['mean_iou']:.1f}",
+            flush=True,
+        )
+
+    if args.jobs > 1 and len(todo) > 1:
+        # one single-threaded process per run: on a few cores this beats sharing OpenMP threads by far
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(
+            args.jobs, mp_context=context, initializer=_init_worker, initargs=(settings[:4],)
+        ) as pool:
+            futures = [pool.submit(_worker_run, name, seed, settings[4:]) for name, seed in todo]
+            for future in as_completed(futures):
+                record(future.result())
+    else:
+        data = load_data(*settings[:4])
+        for name, seed in todo:
+            record(run_variant(name, seed, data, args.steps, args.batch, args.image_size, args.smoke))
+    runs.sort(key=lambda r: (r["seed"], names.index(r["variant"])))
     rows = summarise(runs)
     print()
     print(claims_markdown(rows, runs))
     result = {
         "settings": {k: v for k, v in vars(args).items() if not isinstance(v, Path)},
+        "settings_key": list(settings),
         "runs": runs,
         "claims": rows,
     }

@@ -303,3 +303,30 @@ def test_universal_segmentation_task_drives_a_mask2former_stand_in():
     metrics = task.evaluate(model.eval(), records, processor, batch_size=2, categories=categories)
     assert set(metrics) == {"panoptic_quality", "segmentation_quality", "recognition_quality", "mean_iou"}
     assert all(0 <= v <= 100 for v in metrics.values())
+
+
+def test_weight_decay_spares_biases_norms_scalars_and_embeddings():
+    from hf_unified_seg.training.trainer import weight_decay_groups
+
+    class Toy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(4, 4)
+            self.conv = torch.nn.Conv2d(3, 4, 3)
+            self.norm = torch.nn.LayerNorm(4)
+            self.queries = torch.nn.Embedding(5, 4)
+            self.logit_scale = torch.nn.Parameter(torch.tensor(2.6))
+            self.frozen = torch.nn.Linear(4, 4).requires_grad_(False)
+
+    model = Toy()
+    decay, no_decay = weight_decay_groups(model)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert {names[id(p)] for p in decay} == {"linear.weight", "conv.weight"}
+    assert {names[id(p)] for p in no_decay} == {
+        "linear.bias",
+        "conv.bias",
+        "norm.weight",
+        "norm.bias",
+        "queries.weight",
+        "logit_scale",
+    }

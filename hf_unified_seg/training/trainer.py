@@ -51,6 +51,23 @@ def _is_pretrained_reference(name: str) -> bool:
     return Path(name).exists() or "/" in name
 
 
+def weight_decay_groups(model: torch.nn.Module) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
+    """Trainable parameters split into `(decayed, not decayed)`.
+
+    Weight decay is for weight matrices and kernels only: biases, normalisation gains, scalars such as a learned
+    logit scale, and embedding tables (learned queries, position embeddings) are left undecayed, as in transformers'
+    Trainer (biases, norms), Mask2Former (`WEIGHT_DECAY_NORM = WEIGHT_DECAY_EMBED = 0`) and CLIP (logit scale).
+    Decaying a logit scale drags the temperature of contrastive / open-vocabulary logits down for no reason.
+    """
+    embedding_weights = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim <= 1 or id(param) in embedding_weights else decay).append(param)
+    return decay, no_decay
+
+
 def _labels_from_categories(categories: list[dict[str, Any]]) -> tuple[dict[int, str], dict[str, int]]:
     id2label = {int(c["id"]): str(c["name"]) for c in categories}
     if sorted(id2label) != list(range(len(id2label))):
@@ -291,10 +308,16 @@ def train(
         # untouched, so a resumed run draws the same dropout masks as an uninterrupted one.
         generator=torch.Generator().manual_seed(training_args.seed),
     )
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
+    decay, no_decay = weight_decay_groups(model)
+    if not decay and not no_decay:
         raise ValueError("the model has no trainable parameters")
-    optimizer = torch.optim.AdamW(params, lr=training_args.learning_rate, weight_decay=training_args.weight_decay)
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": training_args.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=training_args.learning_rate,
+    )
     model, optimizer, train_dl = accelerator.prepare(model, optimizer, train_dl)
     if len(train_dl) == 0:
         raise ValueError(
@@ -389,7 +412,7 @@ def train(
                 running_loss += loss.detach() / accum
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and training_args.max_grad_norm:
-                    accelerator.clip_grad_norm_(params, training_args.max_grad_norm)
+                    accelerator.clip_grad_norm_(decay + no_decay, training_args.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad()
             batches_in_epoch += 1
