@@ -102,7 +102,15 @@ def _tokenizer_processor() -> XDecoderProcessor:
 
 
 def run_variant(
-    name: str, seed: int, data: dict[str, Any], steps: int, batch: int, image_size: int, smoke: bool
+    name: str,
+    seed: int,
+    data: dict[str, Any],
+    steps: int,
+    batch: int,
+    image_size: int,
+    smoke: bool,
+    learning_rate: float = 3e-4,
+    scheduler: str = "constant_with_warmup",
 ) -> dict[str, Any]:
     from hf_unified_seg.training.arguments import DataArguments, ModelArguments, SegTrainingArguments
     from hf_unified_seg.training.trainer import train
@@ -121,11 +129,11 @@ def run_variant(
                 output_dir=str(Path(tmp) / "run"),
                 max_steps=steps,
                 per_device_train_batch_size=batch,
-                learning_rate=3e-4,
+                learning_rate=learning_rate,
                 weight_decay=0.05,
                 max_grad_norm=5.0,
-                warmup_steps=min(20, steps // 10),
-                lr_scheduler_type="constant_with_warmup",
+                warmup_steps=min(200, steps // 10),
+                lr_scheduler_type=scheduler,
                 seed=seed,
                 disable_tqdm=True,
                 report_to="none",
@@ -159,8 +167,10 @@ def _init_worker(data_settings: tuple[Any, ...]) -> None:
 
 
 def _worker_run(name: str, seed: int, run_settings: tuple[Any, ...]) -> dict[str, Any]:
-    steps, batch, smoke = run_settings
-    return run_variant(name, seed, _WORKER_DATA, steps, batch, _WORKER_DATA["image_size"], smoke)
+    steps, batch, smoke, learning_rate, scheduler = run_settings
+    return run_variant(
+        name, seed, _WORKER_DATA, steps, batch, _WORKER_DATA["image_size"], smoke, learning_rate, scheduler
+    )
 
 
 def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -335,6 +345,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=3e-4, help="peak learning rate (AdamW, wd 0.05, clip 5)")
+    parser.add_argument(
+        "--scheduler", default="constant_with_warmup", help="transformers scheduler name (warm-up: 10%%, at most 200)"
+    )
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--num-train", type=int, default=400)
     parser.add_argument("--num-eval", type=int, default=48)
@@ -365,7 +379,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         raise SystemExit(f"--variants: unknown {unknown}; choose from {list(VARIANTS)}")
-    settings = (args.num_train, args.num_eval, args.image_size, args.caption_vocab, args.steps, args.batch, args.smoke)
+    settings = (
+        *(args.num_train, args.num_eval, args.image_size, args.caption_vocab),
+        *(args.steps, args.batch, args.smoke, args.lr, args.scheduler),
+    )
     runs: list[dict[str, Any]] = []
     if args.output is not None and args.output.exists():  # resume: keep the finished runs of the same settings
         previous = json.loads(args.output.read_text())
@@ -404,7 +421,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     else:
         data = load_data(*settings[:4])
         for name, seed in todo:
-            record(run_variant(name, seed, data, args.steps, args.batch, args.image_size, args.smoke))
+            record(
+                run_variant(
+                    name, seed, data, args.steps, args.batch, args.image_size, args.smoke, args.lr, args.scheduler
+                )
+            )
     runs.sort(key=lambda r: (r["seed"], names.index(r["variant"])))
     rows = summarise(runs)
     print()
