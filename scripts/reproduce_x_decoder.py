@@ -310,6 +310,8 @@ def report(
         "segmentation_quality": "SQ",
         "recognition_quality": "RQ",
         "mean_iou": "mIoU",
+        "mean_iou_things": "mIoU of thing classes (shapes)",
+        "mean_iou_stuff": "mIoU of stuff classes (backgrounds)",
         "referring_ciou": "referring cIoU",
         "retrieval_text_to_image_r1": "text-to-image R@1",
         "retrieval_image_to_text_r1": "image-to-text R@1",

@@ -213,7 +213,8 @@ def evaluate_x_decoder(
         class_names: vocabulary for open-vocabulary evaluation (default: `config.id2label`).
 
     Returns:
-        `panoptic_quality`, `segmentation_quality`, `recognition_quality`, `mean_iou`, `referring_ciou`,
+        `panoptic_quality`, `segmentation_quality`, `recognition_quality`, `mean_iou` (and `mean_iou_things` /
+        `mean_iou_stuff`, over the classes present), `referring_ciou`,
         `retrieval_text_to_image_r1`, `retrieval_image_to_text_r1`, `retrieval_chance_r1`, and (when captioning)
         `caption_shape_recall` / `caption_shape_precision`: share of the present thing classes named by the caption,
         and share of the named shapes that are present (percentages).
@@ -288,11 +289,16 @@ def evaluate_x_decoder(
     miou = load_metric("mean_iou", num_labels=len(names)).compute(
         predictions=sem_preds, references=sem_refs, ignore_index=255
     )
+    per_class = np.asarray(miou["per_category_iou"], dtype=np.float64)
+    is_stuff = np.array([i in stuff_ids for i in range(len(names))])
     result.update(
         panoptic_quality=float(pq["pq"]),
         segmentation_quality=float(pq["sq"]),
         recognition_quality=float(pq["rq"]),
         mean_iou=float(miou["mean_iou"]),
+        # things and stuff apart: the two halves of ShapesWorld learn at very different speeds
+        mean_iou_things=float(np.nanmean(per_class[~is_stuff])) if np.isfinite(per_class[~is_stuff]).any() else 0.0,
+        mean_iou_stuff=float(np.nanmean(per_class[is_stuff])) if np.isfinite(per_class[is_stuff]).any() else 0.0,
     )
     if ref_preds:
         result["referring_ciou"] = float(
