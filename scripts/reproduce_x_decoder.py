@@ -245,12 +245,27 @@ def load_data(num_train: int, num_eval: int, image_size: int, caption_vocab: boo
 # model card run
 
 
-def prepare(directory: Path, image_size: int, num_train: int, caption_vocab: bool, seed: int = 0) -> None:
+# A small BasicBlock ResNet (transformers' `ResNetBackbone`, strides 4-32): unlike the nano FocalNet it learns shape
+# identity from scratch within minutes on ShapesWorld (`scripts/diagnose_x_decoder_shapes.py --backbone-only`).
+RESNET_NANO_BACKBONE: dict[str, Any] = {
+    "model_type": "resnet",
+    "embedding_size": 32,
+    "hidden_sizes": [32, 64, 128, 256],
+    "depths": [1, 1, 1, 1],
+    "layer_type": "basic",
+    "out_features": ["stage1", "stage2", "stage3", "stage4"],
+}
+
+
+def prepare(
+    directory: Path, image_size: int, num_train: int, caption_vocab: bool, seed: int = 0, backbone: str = "focalnet"
+) -> None:
     """Initial nano model (random weights + frozen MiniLM) and processor for `hf-unified-seg train`."""
     train = load_shapesworld("train", num_images=num_train, image_size=image_size, seed=seed)
     torch.manual_seed(seed)
     vocab = caption_vocabulary(_tokenizer_processor(), train) if caption_vocab else None
-    model, processor = build_nano(get_categories(train), vocab, image_size)
+    overrides = {"backbone_config": dict(RESNET_NANO_BACKBONE)} if backbone == "resnet" else {}
+    model, processor = build_nano(get_categories(train), vocab, image_size, **overrides)
     model.save_pretrained(directory)
     processor.save_pretrained(directory)
     print(f"wrote the initial nano model to {directory}")
@@ -358,6 +373,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (per run when --jobs > 1: 1)")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained in parallel, one process each")
     parser.add_argument("--prepare", type=Path, default=None, help="write the initial nano model here and exit")
+    parser.add_argument(
+        "--backbone",
+        choices=("focalnet", "resnet"),
+        default="focalnet",
+        help="--prepare: the nano FocalNet of spec §8.2, or a small BasicBlock ResNet",
+    )
     parser.add_argument("--report", type=Path, default=None, help="evaluate this trained run and write the card")
     parser.add_argument("--card", type=Path, default=Path("model_cards/results/x_decoder.md"))
     parser.add_argument("--num-caption-images", type=int, default=16, help="images captioned by --report")
@@ -370,7 +391,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
 
     if args.prepare is not None:
-        prepare(args.prepare, args.image_size, args.num_train, args.caption_vocab)
+        prepare(args.prepare, args.image_size, args.num_train, args.caption_vocab, backbone=args.backbone)
         return {}
     if args.report is not None:
         return report(args.report, args.card, args.num_eval, args.image_size, args.output, args.num_caption_images)
