@@ -402,9 +402,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         raise SystemExit(f"--variants: unknown {unknown}; choose from {list(VARIANTS)}")
+    # the first four build the data (`load_data`), the rest each run; all of them decide whether a run can be resumed
     settings = (
-        *(args.num_train, args.num_eval, args.image_size, args.caption_vocab),
-        *(args.steps, args.batch, args.smoke, args.lr, args.scheduler),
+        args.num_train,
+        args.num_eval,
+        args.image_size,
+        args.caption_vocab,
+        args.steps,
+        args.batch,
+        args.smoke,
+        args.lr,
+        args.scheduler,
     )
     runs: list[dict[str, Any]] = []
     if args.output is not None and args.output.exists():  # resume: keep the finished runs of the same settings

@@ -183,6 +183,12 @@ def _panoptic_ids(record: dict[str, Any]) -> np.ndarray:
     return rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
 
 
+def _mean_present(values: np.ndarray) -> float:
+    """Mean over the classes that occur (NaN marks a class absent from references and predictions); 0 if none."""
+    present = values[np.isfinite(values)]
+    return float(present.mean()) if present.size else 0.0
+
+
 def _mentions(text: str, names: list[str]) -> set[str]:
     words = set(re.findall(r"[a-z]+", text.lower()))
     return {n for n in names if n in words}
@@ -297,8 +303,8 @@ def evaluate_x_decoder(
         recognition_quality=float(pq["rq"]),
         mean_iou=float(miou["mean_iou"]),
         # things and stuff apart: the two halves of ShapesWorld learn at very different speeds
-        mean_iou_things=float(np.nanmean(per_class[~is_stuff])) if np.isfinite(per_class[~is_stuff]).any() else 0.0,
-        mean_iou_stuff=float(np.nanmean(per_class[is_stuff])) if np.isfinite(per_class[is_stuff]).any() else 0.0,
+        mean_iou_things=_mean_present(per_class[~is_stuff]),
+        mean_iou_stuff=_mean_present(per_class[is_stuff]),
     )
     if ref_preds:
         result["referring_ciou"] = float(
