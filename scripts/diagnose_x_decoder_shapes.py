@@ -1,13 +1,15 @@
-"""Why the nano X-Decoder segments ShapesWorld backgrounds but not shapes: two measurements.
+"""Why a nano X-Decoder trained from scratch segments ShapesWorld backgrounds but not shapes: three measurements.
 
 1. `--probe RUN`: a linear probe of shape identity on the features of a trained (or initial) X-Decoder, pooled
    over each ground-truth shape mask, for every backbone and pixel-decoder level. Chance-level accuracy means the
    features carry no shape identity where the decoder's masked attention reads them (inside the masks).
-2. `--backbone-only`: the image-level task "which shape is the largest" (ShapesWorld's `label`) learned from
-   scratch by the nano FocalNet backbone and by a small BasicBlock ResNet, each with global pooling and a linear
-   head: can the backbone learn shape identity at all within a CPU budget?
+2. `--mask-pooled`: the visual stack of a fresh nano model (backbone + pixel decoder, nano FocalNet and a small
+   BasicBlock ResNet) trained directly on shape identity from mask-pooled features: how fast can it learn shapes
+   when nothing else competes for it?
+3. `--loss-gradients RUN`: each loss term's share of the gradient on the backbone and the pixel decoder.
 
-Usage: `python scripts/diagnose_x_decoder_shapes.py --probe run_dir` or `... --backbone-only --steps 600`.
+Usage: `python scripts/diagnose_x_decoder_shapes.py --probe run_dir`, `... --mask-pooled --steps 600` or
+`... --loss-gradients run_dir`.
 """
 
 from __future__ import annotations
@@ -93,73 +95,125 @@ def probe(run: str, image_size: int, num_train: int, num_val: int) -> None:
         print(f"| {name} | {train_x[name].shape[1]} | {100 * train_acc:.1f} | {100 * val_acc:.1f} |")
 
 
-def backbones(image_size: int, num_train: int, num_val: int, steps: int, batch: int, lr: float) -> None:
-    from transformers import ResNetBackbone, ResNetConfig
-    from transformers.backbone_utils import load_backbone
+def _thing_masks(records: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Ground-truth masks `(N, H, W)`, shape classes `(N,)` and image indices `(N,)` of every thing segment."""
+    masks, labels, owners = [], [], []
+    for b, record in enumerate(records):
+        ids = _segment_ids(record)
+        for segment in record["segments_info"]:
+            if segment.get("isthing", True):
+                masks.append(torch.from_numpy(ids == segment["id"]).float())
+                labels.append(int(segment["category_id"]))
+                owners.append(b)
+    return torch.stack(masks), torch.tensor(labels), torch.tensor(owners)
 
-    nano = XDecoderConfig.from_preset("nano", text_model_name_or_path=None)
-    candidates = {
-        "nano FocalNet (X-Decoder nano backbone)": lambda: load_backbone(nano),
-        "BasicBlock ResNet [1,1,1,1], 32-256 ch": lambda: ResNetBackbone(
-            ResNetConfig(
-                embedding_size=32,
-                hidden_sizes=[32, 64, 128, 256],
-                depths=[1, 1, 1, 1],
-                layer_type="basic",
-                out_features=["stage4"],
-            )
-        ),
-    }
+
+def _mask_pool(fmap: torch.Tensor, masks: torch.Tensor, owners: torch.Tensor) -> torch.Tensor:
+    weight = F.adaptive_avg_pool2d(masks[:, None], fmap.shape[-2:])[:, 0]
+    return (fmap[owners] * weight[:, None]).sum((2, 3)) / weight.sum((1, 2)).clamp(min=1e-6)[:, None]
+
+
+def mask_pooled(image_size: int, num_train: int, num_val: int, steps: int, batch: int, lr: float) -> None:
+    """The visual stack of a fresh nano X-Decoder (backbone + pixel decoder) trained directly on shape identity:
+    mask features pooled over each ground-truth shape -> linear head -> cross-entropy. This is the signal the
+    decoder's classification has to find, given without the detour through queries, matching and other losses."""
     processor = XDecoderImageProcessor(size={"height": image_size, "width": image_size})
     train = load_shapesworld("train", num_images=num_train, image_size=image_size)
     val = load_shapesworld("val", num_images=num_val, image_size=image_size)
-    val_x = _pixels(processor, [val[i] for i in range(len(val))])
-    val_y = torch.tensor([val[i]["label"] for i in range(len(val))])
+    val_records = [val[i] for i in range(len(val))]
+    val_x, (val_masks, val_y, val_owners) = _pixels(processor, val_records), _thing_masks(val_records)
     num_classes = len(get_categories(train))
     majority = (val_y == val_y.mode().values).float().mean().item()
-    print(f"largest-shape classification at {image_size} px: majority class {100 * majority:.1f}% of val")
+    print(
+        f"mask-pooled shape classification at {image_size} px: {len(val_y)} val shapes, majority {100 * majority:.1f}%"
+    )
     print("| backbone | steps | seconds | last train loss | val acc (%) |\n|---|---|---|---|---|")
-    for name, build in candidates.items():
+    for name, preset in (
+        ("nano FocalNet (spec §8.2)", "nano"),
+        ("BasicBlock ResNet [1,1,1,1], 32-256 ch", "nano_resnet"),
+    ):
         torch.manual_seed(0)
-        backbone = build().train()
-        head = torch.nn.Linear(backbone.channels[-1], num_classes)
-        optimizer = torch.optim.AdamW([*backbone.parameters(), *head.parameters()], lr=lr, weight_decay=0.05)
+        config = XDecoderConfig.from_preset(preset, text_model_name_or_path=None)
+        body = XDecoderForPreTraining(config).model.train()
+        visual = [*body.backbone.parameters(), *body.pixel_decoder.parameters()]
+        head = torch.nn.Linear(config.mask_dim, num_classes)
+        optimizer = torch.optim.AdamW([*visual, *head.parameters()], lr=lr, weight_decay=0.05)
         generator = torch.Generator().manual_seed(0)
         start = time.perf_counter()
         for _ in range(steps):
-            idx = torch.randint(0, len(train), (batch,), generator=generator).tolist()
-            x = _pixels(processor, [train[i] for i in idx])
-            y = torch.tensor([train[i]["label"] for i in idx])
-            loss = F.cross_entropy(head(backbone(x).feature_maps[-1].mean((2, 3))), y)
+            records = [train[i] for i in torch.randint(0, len(train), (batch,), generator=generator).tolist()]
+            masks, labels, owners = _thing_masks(records)
+            features = body.encode_image(_pixels(processor, records)).pixel.mask_features
+            loss = F.cross_entropy(head(_mask_pool(features, masks, owners)), labels)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
         seconds = time.perf_counter() - start
-        backbone.eval()
+        body.eval()
         with torch.no_grad():
-            accuracy = (head(backbone(val_x).feature_maps[-1].mean((2, 3))).argmax(1) == val_y).float().mean().item()
+            logits = head(_mask_pool(body.encode_image(val_x).pixel.mask_features, val_masks, val_owners))
+            accuracy = (logits.argmax(1) == val_y).float().mean().item()
         print(f"| {name} | {steps} | {seconds:.0f} | {loss.item():.2f} | {100 * accuracy:.1f} |")
+
+
+def loss_gradients(run: str, image_size: int, batch: int) -> None:
+    """Gradient norm of every loss term (summed over its deep-supervision copies) on the backbone and the pixel
+    decoder, for one training batch. Adam normalises each parameter's step by its total gradient, so a term with a
+    small share of the gradient on the shared visual stack moves it slowly."""
+    import random
+
+    from hf_unified_seg.models.x_decoder.training_x_decoder import collate_x_decoder
+
+    model = XDecoderForPreTraining.from_pretrained(run).train()
+    processor = XDecoderImageProcessor.from_pretrained(run)
+    train = load_shapesworld("train", num_images=batch, image_size=image_size)
+    inputs = collate_x_decoder([train[i] for i in range(batch)], processor, model.config, rng=random.Random(0))
+    loss_dict = model(**inputs).loss_dict
+    terms: dict[str, torch.Tensor] = {}
+    for key, value in loss_dict.items():
+        base = key.rsplit("_", 1)[0] if key.rsplit("_", 1)[-1].isdigit() else key
+        terms[base] = terms.get(base, 0) + value
+    parts = {
+        "backbone": [p for p in model.model.backbone.parameters() if p.requires_grad],
+        "pixel decoder": [p for p in model.model.pixel_decoder.parameters() if p.requires_grad],
+    }
+    norms = {}
+    for name, value in terms.items():
+        norms[name] = {}
+        for part, params in parts.items():
+            grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
+            norms[name][part] = torch.sqrt(sum((g**2).sum() for g in grads if g is not None)).item()
+    print(f"{run}: gradient norm per loss term (one batch of {batch})")
+    print("| loss | value | backbone | share (%) | pixel decoder | share (%) |\n|---|---|---|---|---|---|")
+    totals = {part: sum(n[part] for n in norms.values()) for part in parts}
+    for name, value in terms.items():
+        b, p = norms[name]["backbone"], norms[name]["pixel decoder"]
+        row = f"| {name} | {value.item():.2f} | {b:.2f} | {100 * b / totals['backbone']:.0f} | {p:.2f} |"
+        print(f"{row} {100 * p / totals['pixel decoder']:.0f} |")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--probe", default=None, help="trained (or initial) X-Decoder directory to probe")
-    parser.add_argument("--backbone-only", action="store_true", help="largest-shape classification from scratch")
+    parser.add_argument("--mask-pooled", action="store_true", help="visual stack trained on mask-pooled shape labels")
+    parser.add_argument("--loss-gradients", default=None, help="trained (or initial) X-Decoder directory")
     parser.add_argument("--image-size", type=int, default=96)
     parser.add_argument("--num-train", type=int, default=2000)
     parser.add_argument("--num-val", type=int, default=200)
     parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
-    if not args.probe and not args.backbone_only:
-        parser.error("give --probe RUN and/or --backbone-only")
+    if not (args.probe or args.mask_pooled or args.loss_gradients):
+        parser.error("give --probe RUN, --mask-pooled and/or --loss-gradients RUN")
     torch.set_num_threads(args.threads)
     if args.probe:
         probe(args.probe, args.image_size, min(args.num_train, 400), min(args.num_val, 100))
-    if args.backbone_only:
-        backbones(args.image_size, args.num_train, args.num_val, args.steps, args.batch, args.lr)
+    if args.mask_pooled:
+        mask_pooled(args.image_size, args.num_train, args.num_val, args.steps, args.batch, args.lr)
+    if args.loss_gradients:
+        loss_gradients(args.loss_gradients, args.image_size, args.batch)
 
 
 if __name__ == "__main__":

@@ -80,12 +80,18 @@ def build_nano(
     caption_vocab: list[int] | None,
     image_size: int,
     smoke: bool = False,
+    backbone: str = "focalnet",
     **overrides,
 ) -> tuple[XDecoderForPreTraining, XDecoderProcessor]:
-    """The nano (or, for `smoke`, tiny) pretraining model sized for `categories`, and its processor."""
+    """The nano (or, for `smoke`, tiny) pretraining model sized for `categories`, and its processor.
+
+    `backbone` picks the nano preset: `"focalnet"` (spec §8.2, `"nano"`) or `"resnet"` (`"nano_resnet"`)."""
+    presets = {"focalnet": "nano", "resnet": "nano_resnet"}
+    if backbone not in presets:
+        raise ValueError(f"`backbone` must be one of {sorted(presets)}, got {backbone!r}.")
     id2label = {int(c["id"]): c["name"] for c in categories}
     config = XDecoderConfig.from_preset(
-        "tiny" if smoke else "nano", id2label=id2label, caption_vocab_ids=caption_vocab, **overrides
+        "tiny" if smoke else presets[backbone], id2label=id2label, caption_vocab_ids=caption_vocab, **overrides
     )
     stuff = [int(c["id"]) for c in categories if not c["isthing"]]
     image_processor = XDecoderImageProcessor(size={"height": image_size, "width": image_size}, label_ids_to_fuse=stuff)
@@ -111,12 +117,15 @@ def run_variant(
     smoke: bool,
     learning_rate: float = 3e-4,
     scheduler: str = "constant_with_warmup",
+    backbone: str = "focalnet",
 ) -> dict[str, Any]:
     from hf_unified_seg.training.arguments import DataArguments, ModelArguments, SegTrainingArguments
     from hf_unified_seg.training.trainer import train
 
     torch.manual_seed(seed)
-    model, processor = build_nano(data["categories"], data["caption_vocab"], image_size, smoke, **VARIANTS[name])
+    model, processor = build_nano(
+        data["categories"], data["caption_vocab"], image_size, smoke, backbone, **VARIANTS[name]
+    )
     with tempfile.TemporaryDirectory() as tmp:
         init = Path(tmp) / "init"
         model.save_pretrained(init)
@@ -167,9 +176,9 @@ def _init_worker(data_settings: tuple[Any, ...]) -> None:
 
 
 def _worker_run(name: str, seed: int, run_settings: tuple[Any, ...]) -> dict[str, Any]:
-    steps, batch, smoke, learning_rate, scheduler = run_settings
+    steps, batch, smoke, learning_rate, scheduler, backbone = run_settings
     return run_variant(
-        name, seed, _WORKER_DATA, steps, batch, _WORKER_DATA["image_size"], smoke, learning_rate, scheduler
+        name, seed, _WORKER_DATA, steps, batch, _WORKER_DATA["image_size"], smoke, learning_rate, scheduler, backbone
     )
 
 
@@ -245,18 +254,6 @@ def load_data(num_train: int, num_eval: int, image_size: int, caption_vocab: boo
 # model card run
 
 
-# A small BasicBlock ResNet (transformers' `ResNetBackbone`, strides 4-32): unlike the nano FocalNet it learns shape
-# identity from scratch within minutes on ShapesWorld (`scripts/diagnose_x_decoder_shapes.py --backbone-only`).
-RESNET_NANO_BACKBONE: dict[str, Any] = {
-    "model_type": "resnet",
-    "embedding_size": 32,
-    "hidden_sizes": [32, 64, 128, 256],
-    "depths": [1, 1, 1, 1],
-    "layer_type": "basic",
-    "out_features": ["stage1", "stage2", "stage3", "stage4"],
-}
-
-
 def prepare(
     directory: Path, image_size: int, num_train: int, caption_vocab: bool, seed: int = 0, backbone: str = "focalnet"
 ) -> None:
@@ -264,8 +261,7 @@ def prepare(
     train = load_shapesworld("train", num_images=num_train, image_size=image_size, seed=seed)
     torch.manual_seed(seed)
     vocab = caption_vocabulary(_tokenizer_processor(), train) if caption_vocab else None
-    overrides = {"backbone_config": dict(RESNET_NANO_BACKBONE)} if backbone == "resnet" else {}
-    model, processor = build_nano(get_categories(train), vocab, image_size, **overrides)
+    model, processor = build_nano(get_categories(train), vocab, image_size, backbone=backbone)
     model.save_pretrained(directory)
     processor.save_pretrained(directory)
     print(f"wrote the initial nano model to {directory}")
@@ -377,7 +373,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--backbone",
         choices=("focalnet", "resnet"),
         default="focalnet",
-        help="--prepare: the nano FocalNet of spec §8.2, or a small BasicBlock ResNet",
+        help="the nano FocalNet of spec §8.2, or a small BasicBlock ResNet (--prepare and the claims runs)",
     )
     parser.add_argument("--report", type=Path, default=None, help="evaluate this trained run and write the card")
     parser.add_argument("--card", type=Path, default=Path("model_cards/results/x_decoder.md"))
@@ -413,6 +409,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.smoke,
         args.lr,
         args.scheduler,
+        args.backbone,
     )
     runs: list[dict[str, Any]] = []
     if args.output is not None and args.output.exists():  # resume: keep the finished runs of the same settings
@@ -454,7 +451,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for name, seed in todo:
             record(
                 run_variant(
-                    name, seed, data, args.steps, args.batch, args.image_size, args.smoke, args.lr, args.scheduler
+                    name,
+                    seed,
+                    data,
+                    args.steps,
+                    args.batch,
+                    args.image_size,
+                    args.smoke,
+                    args.lr,
+                    args.scheduler,
+                    args.backbone,
                 )
             )
     runs.sort(key=lambda r: (r["seed"], names.index(r["variant"])))

@@ -291,6 +291,32 @@ def test_training_steps_reduce_every_loss():
         assert last[key] < first[key], (key, first[key], last[key])
 
 
+def test_matching_class_cost_decouples_matching_from_the_class_loss():
+    masks, classes = seg_labels()
+    x = images()
+    losses = {}
+    for name, kwargs in {
+        "tied": {"class_weight": 2.0},
+        "heavy": {"class_weight": 10.0, "matching_class_cost": 2.0},
+    }.items():
+        torch.manual_seed(0)
+        model = XDecoderForPreTraining(tiny_config(train_num_points=64 * 64, **kwargs)).eval()
+        assert model.criterion.matcher.cost_class == 2.0
+        assert model.criterion.class_weight == kwargs["class_weight"]
+        with torch.no_grad():
+            out = model(
+                x, class_input_ids=CLASS_IDS, class_attention_mask=CLASS_MASK, mask_labels=masks, class_labels=classes
+            )
+        losses[name] = out.loss_dict
+    # same weights and the same matching cost: identical matches, so only the CE terms scale (by 10 / 2)
+    for key, value in losses["tied"].items():
+        factor = 5.0 if key.startswith("loss_ce") else 1.0
+        torch.testing.assert_close(losses["heavy"][key], value * factor)
+    assert XDecoderForPreTraining(tiny_config(class_weight=7.0)).criterion.matcher.cost_class == 7.0
+    with pytest.raises(ValueError, match="matching_class_cost"):
+        tiny_config(matching_class_cost=-1.0)
+
+
 def test_save_load_round_trip_is_identical_across_heads(tmp_path, seg_model):
     x = images()
     with torch.no_grad():

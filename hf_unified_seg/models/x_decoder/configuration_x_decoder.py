@@ -58,6 +58,16 @@ FOCALNET_T_CONFIG: dict[str, Any] = {
     "out_features": ["stem", "stage1", "stage2", "stage4"],
 }
 
+# Small BasicBlock ResNet (transformers' `ResNetBackbone`, strides 4/8/16/32, 32-256 channels) for the CPU model.
+RESNET_NANO_BACKBONE: dict[str, Any] = {
+    "model_type": "resnet",
+    "embedding_size": 32,
+    "hidden_sizes": [32, 64, 128, 256],
+    "depths": [1, 1, 1, 1],
+    "layer_type": "basic",
+    "out_features": ["stage1", "stage2", "stage3", "stage4"],
+}
+
 # CLIP-style causal text encoder of the reference: 12 layers, width 512, 8 heads, context 77, BPE vocab 49408 [R].
 CLIP_TEXT_CONFIG: dict[str, Any] = {
     "model_type": "clip_text_model",
@@ -138,6 +148,9 @@ class XDecoderConfig(PreTrainedConfig):
         class_weight, mask_weight, dice_weight, no_object_weight, captioning_weight, retrieval_weight,
         backbone_retrieval_weight, grounding_class_weight, grounding_mask_weight, grounding_dice_weight (`float`):
             loss weights of spec §3 [R].
+        matching_class_cost (`float`, *optional*): class cost of the Hungarian matcher; `None` (default) uses
+            `class_weight`, as Mask2Former and the reference do. Set it apart when `class_weight` is raised, so the
+            heavier classification term does not also take over the matching (the nano preset does, see there).
         referring_grounding_scale (`float`, defaults to 2.0): extra factor on the grounding weights for referring
             phrases (the reference scales referring-text grounding by 2.0 and class-name grounding by 0.5) [R].
         train_num_points (`int`, defaults to 12544): K sampled points for mask losses. When the mask features have
@@ -232,6 +245,7 @@ class XDecoderConfig(PreTrainedConfig):
     grounding_class_weight: float = 0.4
     grounding_mask_weight: float = 1.0
     grounding_dice_weight: float = 1.0
+    matching_class_cost: float | None = None
     referring_grounding_scale: float = 2.0
     train_num_points: int = 12544
     oversample_ratio: float = 3.0
@@ -257,6 +271,8 @@ class XDecoderConfig(PreTrainedConfig):
     init_std: float = 0.02
 
     def __post_init__(self, **kwargs):
+        # checked here as well as in `validate_architecture` so that bad values raise a plain `ValueError`
+        self._check_fields()
         super().__post_init__(**kwargs)
         if self.text_model_name_or_path == MINILM_SENTINEL:
             self.text_model_name_or_path = default_text_model_path()
@@ -265,6 +281,9 @@ class XDecoderConfig(PreTrainedConfig):
 
     def validate_architecture(self):
         super().validate_architecture()
+        self._check_fields()
+
+    def _check_fields(self) -> None:
         if self.text_pooling not in ("last_valid", "mean", "cls"):
             raise ValueError(f"`text_pooling` must be 'last_valid', 'mean' or 'cls', got {self.text_pooling!r}.")
         if self.image_query_pooling not in ("direct", "similarity_pool"):
@@ -282,6 +301,8 @@ class XDecoderConfig(PreTrainedConfig):
             )
         if self.num_feature_levels < 1 or self.num_feature_levels > 3:
             raise ValueError(f"`num_feature_levels` must be in 1..3, got {self.num_feature_levels}.")
+        if self.matching_class_cost is not None and self.matching_class_cost < 0:
+            raise ValueError(f"`matching_class_cost` must be None or >= 0, got {self.matching_class_cost}.")
 
     @property
     def num_queries(self) -> int:
@@ -297,7 +318,7 @@ class XDecoderConfig(PreTrainedConfig):
                 9 layers, 6-layer transformer-encoder pixel decoder, CLIP-sized causal text encoder with random
                 weights unless `text_model_name_or_path` is given), `"tiny"` (unit tests: random tiny BERT) or
                 `"nano"` (CPU training of spec §8.2: FocalNet embed 32, d = 64, 16 + 1 queries, 3 layers, frozen
-                MiniLM).
+                MiniLM) and `"nano_resnet"` (the same on a BasicBlock ResNet [1, 1, 1, 1], 32-256 channels).
             kwargs: overrides of any field.
         """
         presets = _presets()
@@ -311,38 +332,42 @@ class XDecoderConfig(PreTrainedConfig):
 def _presets() -> dict[str, dict[str, Any]]:
     paper = {"text_config": dict(CLIP_TEXT_CONFIG), "text_model_name_or_path": None}
     davit = {"model_type": "timm_backbone", "out_indices": [0, 1, 2, 3], "use_pretrained_backbone": False}
+    nano: dict[str, Any] = {
+        "backbone_config": {
+            "model_type": "focalnet",
+            "embed_dim": 32,
+            "depths": [1, 1, 2, 1],
+            "hidden_sizes": [64, 128, 256, 256],
+            "focal_levels": [2, 2, 2, 2],
+            "focal_windows": [3, 3, 3, 3],
+            "drop_path_rate": 0.0,
+            "out_features": ["stem", "stage1", "stage2", "stage4"],
+        },
+        "pixel_decoder_dim": 64,
+        "mask_dim": 64,
+        "pixel_decoder_layers": 1,
+        "pixel_decoder_heads": 4,
+        "pixel_decoder_ffn_dim": 128,
+        "norm_num_groups": 32,
+        "hidden_dim": 64,
+        "projection_dim": 64,
+        "num_object_queries": 16,
+        "decoder_layers": 3,
+        "num_attention_heads": 4,
+        "dim_feedforward": 128,
+        "max_text_len": 32,
+        "max_caption_steps": 24,
+        "train_num_points": 12544,
+    }
     return {
         "focal_t": {**paper, "backbone_config": dict(FOCALNET_T_CONFIG)},
         # DaViT-B/L (DaViT-d3/d5) come from timm through transformers' TimmBackbone (needs `timm` installed).
         "davit_b": {**paper, "backbone_config": {**davit, "backbone": "davit_base"}},
         "davit_l": {**paper, "backbone_config": {**davit, "backbone": "davit_large"}},
-        "nano": {
-            "backbone_config": {
-                "model_type": "focalnet",
-                "embed_dim": 32,
-                "depths": [1, 1, 2, 1],
-                "hidden_sizes": [64, 128, 256, 256],
-                "focal_levels": [2, 2, 2, 2],
-                "focal_windows": [3, 3, 3, 3],
-                "drop_path_rate": 0.0,
-                "out_features": ["stem", "stage1", "stage2", "stage4"],
-            },
-            "pixel_decoder_dim": 64,
-            "mask_dim": 64,
-            "pixel_decoder_layers": 1,
-            "pixel_decoder_heads": 4,
-            "pixel_decoder_ffn_dim": 128,
-            "norm_num_groups": 32,
-            "hidden_dim": 64,
-            "projection_dim": 64,
-            "num_object_queries": 16,
-            "decoder_layers": 3,
-            "num_attention_heads": 4,
-            "dim_feedforward": 128,
-            "max_text_len": 32,
-            "max_caption_steps": 24,
-            "train_num_points": 12544,
-        },
+        "nano": nano,
+        # the nano model on a small BasicBlock ResNet: from scratch it learns shape identity faster than the nano
+        # FocalNet (scripts/diagnose_x_decoder_shapes.py --mask-pooled), so the ShapesWorld model card uses it
+        "nano_resnet": {**nano, "backbone_config": dict(RESNET_NANO_BACKBONE)},
         "tiny": {
             "backbone_config": {
                 "model_type": "focalnet",

@@ -571,7 +571,8 @@ LORA_TEXT_TARGETS = ["query", "key", "value"]
 
 
 def _build_criterion(config: XDecoderConfig) -> SetCriterion:
-    matcher = HungarianMatcher(config.class_weight, config.mask_weight, config.dice_weight, config.train_num_points)
+    class_cost = config.class_weight if config.matching_class_cost is None else config.matching_class_cost
+    matcher = HungarianMatcher(class_cost, config.mask_weight, config.dice_weight, config.train_num_points)
     return SetCriterion(
         matcher,
         class_weight=config.class_weight,
