@@ -267,6 +267,22 @@ def prepare(
     print(f"wrote the initial nano model to {directory}")
 
 
+def _describe(config: XDecoderConfig) -> str:
+    """One-line description of a nano-sized model: its preset name, backbone and decoder sizes."""
+    backbone = config.backbone_config
+    if backbone.model_type == "resnet":
+        name, what = (
+            "nano_resnet",
+            f"BasicBlock ResNet depths {list(backbone.depths)}, {list(backbone.hidden_sizes)} ch",
+        )
+    else:
+        name, what = "nano", f"FocalNet embed {backbone.embed_dim} depths {list(backbone.depths)}"
+    return (
+        f"`XDecoderConfig.from_preset('{name}')` ({what}; d = {config.hidden_dim}, {config.num_object_queries} + 1 "
+        f"queries, {config.decoder_layers} decoder layers)"
+    )
+
+
 def report(
     directory: Path, card: Path, num_eval: int, image_size: int, output: Path | None, num_caption_images: int = 16
 ) -> dict[str, Any]:
@@ -304,9 +320,9 @@ def report(
     lines = [
         "# X-Decoder nano on ShapesWorld",
         "",
-        f"Model: `XDecoderConfig.from_preset('nano')` (FocalNet embed 32, d = 64, 16 + 1 queries, 3 decoder layers, "
-        f"frozen all-MiniLM-L6-v2, caption logits over "
-        f"{len(model.config.caption_vocab_ids or []) or 'all 30522'} word pieces), trained from scratch with `hf-unified-seg train --task x-decoder` "
+        f"Model: {_describe(model.config)}, frozen all-MiniLM-L6-v2, class weight {model.config.class_weight:g}, "
+        f"caption logits over {len(model.config.caption_vocab_ids or []) or 'all 30522'} word pieces; trained from "
+        f"scratch with `hf-unified-seg train --task x-decoder` "
         f"on ShapesWorld train ({image_size} px) on a shared 2-core CPU.",
         "",
         f"Training: {train_info.get('steps', '?')} steps in {train_info.get('train_seconds', 0) or 0:.0f} s, "
