@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -78,17 +79,31 @@ TRAIN_SCRIPT = textwrap.dedent(
 
 
 def _run_group(cmd: list[str], timeout: float, **kw) -> subprocess.CompletedProcess:
-    """Run `cmd` in its own process group and kill the whole group (launcher and workers) on timeout."""
-    proc = subprocess.Popen(
-        cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw
-    )
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"{cmd[:6]} timed out:\n{out[-2000:]}\n{err[-4000:]}")
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    """Run `cmd` in its own process group; on timeout stop the launcher and its workers and fail.
+
+    Output goes to files, not pipes: torchrun starts its workers in sessions of their own, so a worker that outlives
+    the launcher would keep a pipe open and block the read forever. SIGTERM goes first because torchrun's agent
+    forwards it to those workers; SIGKILL follows if the group does not exit.
+    """
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, start_new_session=True, stdout=out, stderr=err, text=True, **kw)
+        timed_out = False
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if timed_out:
+        pytest.fail(f"{cmd[:6]} timed out after {timeout} s:\n{stdout[-2000:]}\n{stderr[-4000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
 
 def _run_script(tmp_path: Path, *args: str, **kw) -> subprocess.Popen:

@@ -508,6 +508,10 @@ def train(
         (output_dir / "train_results.json").write_text(json.dumps(results, indent=2))
     accelerator.wait_for_everyone()
     accelerator.end_training()
+    if accelerator.num_processes > 1 and torch.distributed.is_initialized():
+        # Tear the process group down while every rank is still here: left to interpreter exit, a rank that
+        # finishes late can block on the rendezvous store of ranks that are already gone.
+        torch.distributed.destroy_process_group()
     return TrainResult(str(output_dir), global_step, eval_metrics, last_loss, runtime, task.name)
 
 
