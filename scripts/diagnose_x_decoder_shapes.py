@@ -35,6 +35,24 @@ def _segment_ids(record: dict[str, Any]) -> np.ndarray:
     return rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
 
 
+def _thing_masks(records: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Ground-truth masks `(N, H, W)`, shape classes `(N,)` and image indices `(N,)` of every thing segment."""
+    masks, labels, owners = [], [], []
+    for b, record in enumerate(records):
+        ids = _segment_ids(record)
+        for segment in record["segments_info"]:
+            if segment.get("isthing", True):
+                masks.append(torch.from_numpy(ids == segment["id"]).float())
+                labels.append(int(segment["category_id"]))
+                owners.append(b)
+    return torch.stack(masks), torch.tensor(labels), torch.tensor(owners)
+
+
+def _mask_pool(fmap: torch.Tensor, masks: torch.Tensor, owners: torch.Tensor) -> torch.Tensor:
+    weight = F.adaptive_avg_pool2d(masks[:, None], fmap.shape[-2:])[:, 0]
+    return (fmap[owners] * weight[:, None]).sum((2, 3)) / weight.sum((1, 2)).clamp(min=1e-6)[:, None]
+
+
 @torch.no_grad()
 def pooled_shape_features(
     model: XDecoderForPreTraining, processor: XDecoderImageProcessor, dataset: Any
@@ -50,18 +68,11 @@ def pooled_shape_features(
             {f"pixel decoder stride {32 // 2**i}": f for i, f in enumerate(visual.pixel.multi_scale_features)}
         )
         levels["mask features stride 4"] = visual.pixel.mask_features
-        for b, record in enumerate(records):
-            ids = _segment_ids(record)
-            for segment in record["segments_info"]:
-                if not segment.get("isthing", True):
-                    continue
-                mask = torch.from_numpy(ids == segment["id"]).float()[None, None]
-                for name, fmap in levels.items():
-                    weight = F.adaptive_avg_pool2d(mask, fmap.shape[-2:])[0, 0]
-                    pooled = (fmap[b] * weight).sum((1, 2)) / weight.sum().clamp(min=1e-6)
-                    features.setdefault(name, []).append(pooled)
-                labels.append(int(segment["category_id"]))
-    return {k: torch.stack(v) for k, v in features.items()}, torch.tensor(labels)
+        masks, classes, owners = _thing_masks(records)
+        for name, fmap in levels.items():
+            features.setdefault(name, []).append(_mask_pool(fmap, masks, owners))
+        labels.append(classes)
+    return {k: torch.cat(v) for k, v in features.items()}, torch.cat(labels)
 
 
 def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor) -> tuple:
@@ -93,24 +104,6 @@ def probe(run: str, image_size: int, num_train: int, num_val: int) -> None:
     for name in train_x:
         train_acc, val_acc = linear_probe(train_x[name], train_y, val_x[name], val_y)
         print(f"| {name} | {train_x[name].shape[1]} | {100 * train_acc:.1f} | {100 * val_acc:.1f} |")
-
-
-def _thing_masks(records: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Ground-truth masks `(N, H, W)`, shape classes `(N,)` and image indices `(N,)` of every thing segment."""
-    masks, labels, owners = [], [], []
-    for b, record in enumerate(records):
-        ids = _segment_ids(record)
-        for segment in record["segments_info"]:
-            if segment.get("isthing", True):
-                masks.append(torch.from_numpy(ids == segment["id"]).float())
-                labels.append(int(segment["category_id"]))
-                owners.append(b)
-    return torch.stack(masks), torch.tensor(labels), torch.tensor(owners)
-
-
-def _mask_pool(fmap: torch.Tensor, masks: torch.Tensor, owners: torch.Tensor) -> torch.Tensor:
-    weight = F.adaptive_avg_pool2d(masks[:, None], fmap.shape[-2:])[:, 0]
-    return (fmap[owners] * weight[:, None]).sum((2, 3)) / weight.sum((1, 2)).clamp(min=1e-6)[:, None]
 
 
 def mask_pooled(image_size: int, num_train: int, num_val: int, steps: int, batch: int, lr: float) -> None:

@@ -40,6 +40,8 @@ from hf_unified_seg.models.x_decoder import (
 )
 from hf_unified_seg.models.x_decoder.training_x_decoder import evaluate_x_decoder, sample_captions
 
+# `--backbone` -> nano preset: the FocalNet of spec §8.2, or the small BasicBlock ResNet of the model card
+NANO_PRESETS = {"focalnet": "nano", "resnet": "nano_resnet"}
 VARIANTS: dict[str, dict[str, Any]] = {
     "full": {},
     "seg_only": {"use_captioning": False, "use_retrieval": False},
@@ -86,12 +88,11 @@ def build_nano(
     """The nano (or, for `smoke`, tiny) pretraining model sized for `categories`, and its processor.
 
     `backbone` picks the nano preset: `"focalnet"` (spec §8.2, `"nano"`) or `"resnet"` (`"nano_resnet"`)."""
-    presets = {"focalnet": "nano", "resnet": "nano_resnet"}
-    if backbone not in presets:
-        raise ValueError(f"`backbone` must be one of {sorted(presets)}, got {backbone!r}.")
+    if backbone not in NANO_PRESETS:
+        raise ValueError(f"`backbone` must be one of {sorted(NANO_PRESETS)}, got {backbone!r}.")
     id2label = {int(c["id"]): c["name"] for c in categories}
     config = XDecoderConfig.from_preset(
-        "tiny" if smoke else presets[backbone], id2label=id2label, caption_vocab_ids=caption_vocab, **overrides
+        "tiny" if smoke else NANO_PRESETS[backbone], id2label=id2label, caption_vocab_ids=caption_vocab, **overrides
     )
     stuff = [int(c["id"]) for c in categories if not c["isthing"]]
     image_processor = XDecoderImageProcessor(size={"height": image_size, "width": image_size}, label_ids_to_fuse=stuff)
@@ -271,12 +272,10 @@ def _describe(config: XDecoderConfig) -> str:
     """One-line description of a nano-sized model: its preset name, backbone and decoder sizes."""
     backbone = config.backbone_config
     if backbone.model_type == "resnet":
-        name, what = (
-            "nano_resnet",
-            f"BasicBlock ResNet depths {list(backbone.depths)}, {list(backbone.hidden_sizes)} ch",
-        )
+        what = f"BasicBlock ResNet depths {list(backbone.depths)}, {list(backbone.hidden_sizes)} ch"
     else:
-        name, what = "nano", f"FocalNet embed {backbone.embed_dim} depths {list(backbone.depths)}"
+        what = f"FocalNet embed {backbone.embed_dim} depths {list(backbone.depths)}"
+    name = NANO_PRESETS["resnet" if backbone.model_type == "resnet" else "focalnet"]
     return (
         f"`XDecoderConfig.from_preset('{name}')` ({what}; d = {config.hidden_dim}, {config.num_object_queries} + 1 "
         f"queries, {config.decoder_layers} decoder layers)"
@@ -387,7 +386,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--prepare", type=Path, default=None, help="write the initial nano model here and exit")
     parser.add_argument(
         "--backbone",
-        choices=("focalnet", "resnet"),
+        choices=sorted(NANO_PRESETS),
         default="focalnet",
         help="the nano FocalNet of spec §8.2, or a small BasicBlock ResNet (--prepare and the claims runs)",
     )

@@ -149,8 +149,8 @@ class XDecoderConfig(PreTrainedConfig):
         backbone_retrieval_weight, grounding_class_weight, grounding_mask_weight, grounding_dice_weight (`float`):
             loss weights of spec §3 [R].
         matching_class_cost (`float`, *optional*): class cost of the Hungarian matcher; `None` (default) uses
-            `class_weight`, as Mask2Former and the reference do. Set it apart when `class_weight` is raised, so the
-            heavier classification term does not also take over the matching (the nano preset does, see there).
+            `class_weight`, as Mask2Former and the reference do. A separate value is for ablations: on ShapesWorld a
+            heavier class loss helped only when the matching cost rose with it (model_cards/results/x_decoder.md).
         referring_grounding_scale (`float`, defaults to 2.0): extra factor on the grounding weights for referring
             phrases (the reference scales referring-text grounding by 2.0 and class-name grounding by 0.5) [R].
         train_num_points (`int`, defaults to 12544): K sampled points for mask losses. When the mask features have
